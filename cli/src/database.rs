@@ -1,0 +1,195 @@
+//! The watched SQLite database as the shell touches it: opening and checking it, the
+//! long read transaction that keeps SQLite from restarting the WAL behind walvault's
+//! back, checkpoints, and raw reads of WAL frames and database pages.
+//!
+//! Like Litestream, walvault writes one row to its own `_walvault_seq` table before
+//! taking the read transaction: a read transaction on a fully checkpointed WAL would
+//! use read-mark 0, which does not stop a WAL restart.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use rusqlite::{Connection, OpenFlags};
+use walvault_engine::replicator::{CheckpointMode, CheckpointResult};
+use walvault_engine::spec::PageReader;
+
+pub struct Database {
+    pub path: PathBuf,
+    pub wal_path: PathBuf,
+    pub page_size: u32,
+    conn: Connection,
+    in_read_tx: bool,
+}
+
+/// The stem users and the store know a database by (`/data/app.db` → `app`).
+pub fn db_name(path: &Path) -> Result<String> {
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .filter(|s| !s.is_empty())
+        .with_context(|| format!("cannot derive a database name from {}", path.display()))?;
+    Ok(stem.to_string())
+}
+
+pub fn wal_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push("-wal");
+    PathBuf::from(s)
+}
+
+impl Database {
+    pub fn open(path: &Path) -> Result<Database> {
+        if !path.exists() {
+            bail!("database {} does not exist: check the path", path.display());
+        }
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .with_context(|| format!("opening database {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .with_context(|| format!("{} is not a readable SQLite database", path.display()))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            bail!(
+                "database {} is in '{mode}' journal mode, not WAL: run `sqlite3 {} 'PRAGMA journal_mode=WAL;'` \
+                 (walvault replicates WAL-mode databases only)",
+                path.display(),
+                path.display()
+            );
+        }
+        // Our connection must never checkpoint on its own; the engine decides when.
+        conn.execute_batch(
+            "PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -256;
+             CREATE TABLE IF NOT EXISTS _walvault_seq (id INTEGER PRIMARY KEY, seq INTEGER NOT NULL);",
+        )
+        .with_context(|| format!("preparing {} for replication", path.display()))?;
+        let page_size: u32 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        Ok(Database { wal_path: wal_path(path), path: path.to_path_buf(), page_size, conn, in_read_tx: false })
+    }
+
+    /// Writes a row (so the WAL holds an unbackfilled frame), then opens the read
+    /// transaction that pins the WAL until [`Database::release_read_lock`].
+    pub fn acquire_read_lock(&mut self) -> Result<()> {
+        if self.in_read_tx {
+            return Ok(());
+        }
+        self.conn
+            .execute(
+                "INSERT INTO _walvault_seq (id, seq) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET seq = seq + 1",
+                [],
+            )
+            .context("writing the _walvault_seq row")?;
+        self.conn.execute_batch("BEGIN")?;
+        let _: i64 = self.conn.query_row("SELECT COUNT(1) FROM _walvault_seq", [], |r| r.get(0))?;
+        self.in_read_tx = true;
+        Ok(())
+    }
+
+    pub fn release_read_lock(&mut self) -> Result<()> {
+        if self.in_read_tx {
+            self.conn.execute_batch("ROLLBACK")?;
+            self.in_read_tx = false;
+        }
+        Ok(())
+    }
+
+    /// Releases the read lock, checkpoints, and takes the read lock again.
+    pub fn checkpoint(&mut self, mode: CheckpointMode) -> Result<CheckpointResult> {
+        self.release_read_lock()?;
+        let sql = match mode {
+            CheckpointMode::Passive => "PRAGMA wal_checkpoint(PASSIVE)",
+            CheckpointMode::Truncate => "PRAGMA wal_checkpoint(TRUNCATE)",
+        };
+        // TRUNCATE waits for readers and blocks writers meanwhile: keep the wait short.
+        self.conn.busy_timeout(std::time::Duration::from_millis(500))?;
+        let result = self.conn.query_row(sql, [], |r| {
+            Ok(CheckpointResult { busy: r.get::<_, i64>(0)? != 0, log_frames: r.get(1)?, checkpointed_frames: r.get(2)? })
+        });
+        self.conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let reacquire = self.acquire_read_lock();
+        let result = result.context("running checkpoint")?;
+        reacquire?;
+        Ok(result)
+    }
+
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+/// What one WAL read returned.
+pub struct WalChunk {
+    pub header: Option<[u8; 32]>,
+    pub file_len: u64,
+    pub db_len: u64,
+    pub data: Vec<u8>,
+}
+
+/// Reads the WAL header and up to `max_len` bytes at `offset`, allocating only what
+/// is there to read (an idle database allocates nothing).
+pub fn read_wal(db_path: &Path, wal_path: &Path, offset: u64, max_len: u64) -> Result<WalChunk> {
+    let db_len = std::fs::metadata(db_path).map(|m| m.len()).unwrap_or(0);
+    let file = match File::open(wal_path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(WalChunk { header: None, file_len: 0, db_len, data: Vec::new() });
+        }
+        Err(e) => return Err(e).with_context(|| format!("opening {}", wal_path.display())),
+    };
+    let file_len = file.metadata()?.len();
+    let mut header = None;
+    if file_len >= 32 {
+        let mut h = [0u8; 32];
+        file.read_exact_at(&mut h, 0)?;
+        header = Some(h);
+    }
+    let want = file_len.saturating_sub(offset).min(max_len);
+    let mut data = vec![0u8; usize::try_from(want)?];
+    let mut got = 0usize;
+    while got < data.len() {
+        match file.read_at(&mut data[got..], offset + got as u64)? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    data.truncate(got);
+    Ok(WalChunk { header, file_len, db_len, data })
+}
+
+/// [`PageReader`] over the real WAL and database files.
+pub struct FilePages {
+    wal: Option<File>,
+    db: File,
+    page_size: u64,
+}
+
+impl FilePages {
+    pub fn open(db_path: &Path, wal_path: &Path, page_size: u32) -> Result<FilePages> {
+        let db = File::open(db_path).with_context(|| format!("opening {}", db_path.display()))?;
+        let wal = File::open(wal_path).ok();
+        Ok(FilePages { wal, db, page_size: u64::from(page_size) })
+    }
+}
+
+impl PageReader for FilePages {
+    fn read_wal_frame(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        match &self.wal {
+            Some(w) => w.read_exact_at(buf, offset),
+            None => Err(std::io::Error::new(std::io::ErrorKind::NotFound, "the WAL file is gone")),
+        }
+    }
+
+    fn read_db_page(&mut self, pgno: u32, buf: &mut [u8]) -> std::io::Result<()> {
+        let offset = (u64::from(pgno) - 1) * self.page_size;
+        let mut got = 0usize;
+        while got < buf.len() {
+            match self.db.read_at(&mut buf[got..], offset + got as u64)? {
+                0 => break,
+                n => got += n,
+            }
+        }
+        buf[got..].fill(0);
+        Ok(())
+    }
+}

@@ -1,0 +1,15 @@
+//! walvault: the production shell around walvault-engine. Storage backends, the
+//! SQLite side, one replication task per database, and the commands built on them.
+
+pub mod args;
+pub mod clock;
+pub mod compare;
+pub mod database;
+pub mod demo;
+pub mod list;
+pub mod position;
+pub mod remote;
+pub mod replicate_task;
+pub mod restore;
+pub mod storage;
+pub mod watch;

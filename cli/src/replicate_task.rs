@@ -1,0 +1,280 @@
+//! One database's replication task: carries out the engine's commands (WAL reads,
+//! building and uploading files, checkpoints, persisting the position) and feeds the
+//! results back. Uploads run concurrently under a process-wide limit; everything else
+//! happens on this task, in order.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tracing::{debug, error, info, warn};
+use walvault_engine::keys::FileId;
+use walvault_engine::replicator::{
+    CheckResult, Command, Config, Event, Input, Replicator, UploadResult,
+};
+use walvault_engine::spec::{self, FileSpec, MaterializeError};
+use walvault_engine::time::format_rfc3339_ms;
+
+use crate::clock::Clock;
+use crate::database::{self, Database, FilePages};
+use crate::position::StateDir;
+use crate::remote;
+use crate::storage::{METADATA_TIMESTAMP, PutBody, Store, StoreError};
+
+/// Results of work done off the task.
+enum Completion {
+    Upload { file: FileId, result: UploadResult },
+    Check { file: FileId, result: CheckResult },
+}
+
+pub struct DbTask {
+    pub name: String,
+    db: Database,
+    state: StateDir,
+    store: Arc<Store>,
+    engine: Replicator,
+    clock: Clock,
+    uploads: Arc<Semaphore>,
+    staged: BTreeMap<FileId, PathBuf>,
+    tx: mpsc::UnboundedSender<Completion>,
+    rx: mpsc::UnboundedReceiver<Completion>,
+    snapshot_on_stop: bool,
+}
+
+impl DbTask {
+    pub fn new(
+        db: Database,
+        store: Arc<Store>,
+        cfg: Config,
+        uploads: Arc<Semaphore>,
+        snapshot_on_stop: bool,
+    ) -> Result<DbTask> {
+        let name = database::db_name(&db.path)?;
+        let state = StateDir::for_db(&db.path);
+        state.prepare()?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        Ok(DbTask {
+            name,
+            db,
+            state,
+            store,
+            engine: Replicator::new(cfg),
+            clock: Clock::new(),
+            uploads,
+            staged: BTreeMap::new(),
+            tx,
+            rx,
+            snapshot_on_stop,
+        })
+    }
+
+    /// Runs until the engine stops (after `shutdown` fires) or halts.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+        let name = self.name.clone();
+        self.db.acquire_read_lock().with_context(|| format!("{name}: taking the read lock"))?;
+        let local = self.state.load()?;
+        let tip = remote::tip(&self.store, &name).await.with_context(|| format!("{name}: reading the replica"))?;
+        info!(db = %name, remote_txid = format_args!("{:016x}", tip.max_txid), "starting replication");
+        let page_size = self.db.page_size;
+        self.engine.handle(self.clock.now(), Input::Start { page_size, local, remote: tip });
+        let mut shutdown_sent = false;
+        loop {
+            if *shutdown.borrow() && !shutdown_sent {
+                shutdown_sent = true;
+                let snapshot = self.snapshot_on_stop;
+                self.engine.handle(self.clock.now(), Input::Shutdown { snapshot });
+            }
+            while let Some(cmd) = self.engine.poll_command() {
+                if let Some(done) = self.execute(cmd)? {
+                    return done;
+                }
+            }
+            let deadline = self.engine.poll_timeout().map(|t| self.clock.instant_at(t));
+            tokio::select! {
+                Some(c) = self.rx.recv() => {
+                    let now = self.clock.now();
+                    match c {
+                        Completion::Upload { file, result } => self.engine.handle(now, Input::UploadDone { file, result }),
+                        Completion::Check { file, result } => self.engine.handle(now, Input::CheckDone { file, result }),
+                    }
+                }
+                _ = sleep_until(deadline) => self.engine.handle_timeout(self.clock.now()),
+                r = shutdown.changed(), if !shutdown_sent => {
+                    if r.is_err() {
+                        // The sender is gone: treat it as a shutdown request.
+                        shutdown_sent = true;
+                        let snapshot = self.snapshot_on_stop;
+                        self.engine.handle(self.clock.now(), Input::Shutdown { snapshot });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Carries out one command. `Some(result)` ends the task.
+    fn execute(&mut self, cmd: Command) -> Result<Option<Result<()>>> {
+        let now = self.clock.now();
+        match cmd {
+            Command::ReadWal { offset, max_len } => {
+                let chunk = tokio::task::block_in_place(|| database::read_wal(&self.db.path, &self.db.wal_path, offset, max_len))?;
+                self.engine.handle(
+                    now,
+                    Input::WalRead {
+                        header: chunk.header.as_ref().map(|h| &h[..]),
+                        file_len: chunk.file_len,
+                        db_len: chunk.db_len,
+                        offset,
+                        data: &chunk.data,
+                    },
+                );
+            }
+            Command::Upload { file, spec, attempt } => self.upload(file, spec, attempt),
+            Command::CheckUpload { file, spec } => self.check(file, spec),
+            Command::Forget { file } => {
+                if let Some(path) = self.staged.remove(&file) {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+            Command::Checkpoint { mode } => {
+                let result = tokio::task::block_in_place(|| self.db.checkpoint(mode)).map_err(|e| format!("{e:#}"));
+                self.engine.handle(self.clock.now(), Input::CheckpointDone { mode, result });
+            }
+            Command::Persist(pos) => {
+                tokio::task::block_in_place(|| self.state.save(&pos))
+                    .with_context(|| format!("{}: persisting the replication position", self.name))?;
+            }
+            Command::Event(e) => self.log_event(e),
+            Command::Stopped => {
+                info!(db = %self.name, txid = format_args!("{:016x}", self.engine.durable().txid), "stopped: everything committed is in the replica");
+                let _ = self.db.release_read_lock();
+                return Ok(Some(Ok(())));
+            }
+            Command::Halt { reason } => {
+                error!(db = %self.name, "replication halted: {reason}");
+                let _ = self.db.release_read_lock();
+                return Ok(Some(Err(anyhow::anyhow!("{}: {reason}", self.name))));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Builds the file into the staging area (first attempt only), then uploads it on
+    /// a separate task under the process-wide upload limit.
+    fn upload(&mut self, file: FileId, spec: Arc<FileSpec>, attempt: u32) {
+        let path = match self.staged.get(&file) {
+            Some(p) => p.clone(),
+            None => match tokio::task::block_in_place(|| self.stage(file, &spec)) {
+                Ok(p) => {
+                    self.staged.insert(file, p.clone());
+                    p
+                }
+                Err(e) => {
+                    warn!(db = %self.name, %file, "could not build file: {e:#}");
+                    let _ = self.tx.send(Completion::Upload { file, result: UploadResult::SourceChanged(format!("{e:#}")) });
+                    return;
+                }
+            },
+        };
+        let key = remote::key(&self.store, &self.name, file);
+        let store = Arc::clone(&self.store);
+        let tx = self.tx.clone();
+        let sem = Arc::clone(&self.uploads);
+        let ts = format_rfc3339_ms(spec.header.timestamp_ms);
+        debug!(db = %self.name, %key, attempt, "uploading");
+        tokio::spawn(async move {
+            let _permit = sem.acquire().await;
+            let meta = [(METADATA_TIMESTAMP, ts)];
+            let r = store.put(&key, PutBody::File(&path), &meta, true).await;
+            let result = match r {
+                Ok(()) => UploadResult::Stored,
+                Err(StoreError::AlreadyExists(_)) => UploadResult::AlreadyExists,
+                Err(StoreError::Ambiguous(m)) => UploadResult::Unknown(m),
+                Err(StoreError::Transient(m)) => UploadResult::Transient(m),
+                Err(e @ (StoreError::Permanent(_) | StoreError::NotFound(_))) => UploadResult::Permanent(e.to_string()),
+            };
+            let _ = tx.send(Completion::Upload { file, result });
+        });
+    }
+
+    fn stage(&self, file: FileId, spec: &FileSpec) -> Result<PathBuf> {
+        let path = self.state.staging().join(format!("{:04x}-{:016x}-{:016x}.ltx", file.level, file.min_txid, file.max_txid));
+        let mut pages = FilePages::open(&self.db.path, &self.db.wal_path, self.db.page_size)?;
+        let out = std::io::BufWriter::new(std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?);
+        let (w, _) = spec::materialize(spec, &mut pages, out).map_err(|e: MaterializeError| anyhow::anyhow!(e))?;
+        let f = w.into_inner().map_err(|e| anyhow::anyhow!("writing {}: {}", path.display(), e.error()))?;
+        f.sync_all()?;
+        Ok(path)
+    }
+
+    /// Does the store hold exactly our file? (After an ambiguous or refused upload.)
+    fn check(&mut self, file: FileId, spec: Arc<FileSpec>) {
+        let staged = self.staged.get(&file).cloned();
+        let expected = match staged.as_ref().map(std::fs::read) {
+            Some(Ok(bytes)) => Ok(bytes),
+            _ => tokio::task::block_in_place(|| -> Result<Vec<u8>> {
+                let mut pages = FilePages::open(&self.db.path, &self.db.wal_path, self.db.page_size)?;
+                Ok(spec::materialize(&spec, &mut pages, Vec::new())?.0)
+            }),
+        };
+        let key = remote::key(&self.store, &self.name, file);
+        let store = Arc::clone(&self.store);
+        let tx = self.tx.clone();
+        let sem = Arc::clone(&self.uploads);
+        tokio::spawn(async move {
+            let _permit = sem.acquire().await;
+            let result = match (expected, store.get(&key).await) {
+                (_, Err(StoreError::NotFound(_))) => CheckResult::Absent,
+                (_, Err(e)) => CheckResult::Failed(e.to_string()),
+                (Ok(ours), Ok(theirs)) if ours == theirs => CheckResult::Matches,
+                (Ok(_), Ok(_)) => CheckResult::Differs,
+                (Err(e), Ok(_)) => CheckResult::Failed(format!("cannot rebuild our file to compare: {e:#}")),
+            };
+            let _ = tx.send(Completion::Check { file, result });
+        });
+    }
+
+    fn log_event(&self, e: Event) {
+        let db = &self.name;
+        match e {
+            Event::SnapshotStarted { txid, reason, pages } => {
+                info!(%db, txid = format_args!("{txid:016x}"), ?reason, pages, "writing a full snapshot")
+            }
+            Event::FileCut { file, pages, txns } => debug!(%db, %file, pages, txns, "file cut"),
+            Event::Durable { txid } => debug!(%db, txid = format_args!("{txid:016x}"), "durable"),
+            Event::UploadRetry { file, attempt, delay_ms, error } => {
+                warn!(%db, %file, attempt, delay_ms, "upload failed, will retry: {error}")
+            }
+            Event::Resumed { txid, wal_end } => {
+                info!(%db, txid = format_args!("{txid:016x}"), wal_end, "resuming the existing chain")
+            }
+            Event::RemoteBehind { local_txid, remote_txid } => error!(
+                %db,
+                "the replica holds TXIDs only up to {remote_txid:016x} but {local_txid:016x} was acknowledged \
+                 earlier: the store lost acknowledged writes (or the replica was reset); continuing after the \
+                 replica's last file with a full snapshot"
+            ),
+            Event::CheckpointDone { mode, busy } => debug!(%db, ?mode, busy, "checkpoint"),
+            Event::CheckpointFailed { error } => warn!(%db, "checkpoint failed: {error}"),
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Guards against two tasks replicating the same name.
+pub fn check_unique_names(names: &[String]) -> Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    for n in names {
+        if !seen.insert(n) {
+            bail!("two databases are named '{n}': each database needs a distinct file name (stem) in one replica");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,727 @@
+//! The replication state machine: committed WAL transactions in, LTX uploads,
+//! checkpoints and persisted positions out. Sans-IO in the quinn-proto style:
+//! [`Replicator::handle`] takes inputs, [`Replicator::poll_command`] yields commands,
+//! [`Replicator::poll_timeout`] names the next deadline. Time and randomness come from
+//! the caller; the same machine runs in production and in the simulator.
+
+mod follow;
+mod queue;
+mod types;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+pub use types::*;
+
+use crate::backoff::Backoff;
+use crate::keys::FileId;
+use crate::ltx::{self, FLAG_NO_CHECKSUM, Header};
+use crate::spec::{FileSpec, PageSet, PageSource};
+use crate::time::Now;
+use crate::wal::{WAL_HEADER_SIZE, WalChange, WalHeader};
+use follow::{Follower, ReadOutcome};
+use queue::{Entry, Queue, State};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for [`Input::Start`].
+    Idle,
+    /// Reading the whole WAL once to rebuild the page index and find the resume point.
+    Scanning,
+    Streaming,
+    Stopped,
+    Halted,
+}
+
+struct ResumePoint {
+    salt1: u32,
+    salt2: u32,
+    wal_end: u64,
+    commit: u32,
+}
+
+pub struct Replicator {
+    cfg: Config,
+    page_size: u32,
+    phase: Phase,
+    now: Now,
+    follow: Follower,
+    queue: Queue,
+    backoff: Backoff,
+    next_txid: u64,
+    durable: Position,
+    /// Database size after the last file cut.
+    shipped_commit: u32,
+    db_len: u64,
+    next_tick: Option<u64>,
+    /// Offset and length of the outstanding WAL read.
+    reading: Option<(u64, u64)>,
+    checkpointing: Option<(CheckpointMode, u64, WalHeader)>,
+    /// Our own complete checkpoint left the WAL ready to restart from this header.
+    restart_expected: Option<WalHeader>,
+    need_snapshot: Option<(SnapshotReason, u64)>,
+    resume: Option<ResumePoint>,
+    remote_empty: bool,
+    shutdown: bool,
+    final_read_done: bool,
+    /// `Some(false)`: a level-9 snapshot is wanted before stopping; `Some(true)`: cut.
+    stop_snapshot: Option<bool>,
+    out: VecDeque<Command>,
+}
+
+impl Replicator {
+    pub fn new(cfg: Config) -> Self {
+        let backoff = Backoff::new(cfg.backoff, cfg.seed);
+        Replicator {
+            cfg,
+            page_size: 0,
+            phase: Phase::Idle,
+            now: Now::default(),
+            follow: Follower::default(),
+            queue: Queue::default(),
+            backoff,
+            next_txid: 1,
+            durable: Position::default(),
+            shipped_commit: 0,
+            db_len: 0,
+            next_tick: None,
+            reading: None,
+            checkpointing: None,
+            restart_expected: None,
+            need_snapshot: None,
+            resume: None,
+            remote_empty: true,
+            shutdown: false,
+            final_read_done: false,
+            stop_snapshot: None,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// The last position known durable in the store.
+    pub fn durable(&self) -> Position {
+        self.durable
+    }
+
+    /// The TXID the next file will get.
+    pub fn next_txid(&self) -> u64 {
+        self.next_txid
+    }
+
+    /// Files cut but not yet durable.
+    pub fn pending_files(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Committed transactions read but not yet cut into a file.
+    pub fn unshipped_txns(&self) -> u64 {
+        self.follow.batch.txns
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        matches!(self.phase, Phase::Stopped | Phase::Halted)
+    }
+
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.out.pop_front()
+    }
+
+    /// The next monotonic deadline (ms) at which [`Replicator::handle_timeout`] is due.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        if matches!(self.phase, Phase::Idle | Phase::Stopped | Phase::Halted) {
+            return None;
+        }
+        [self.next_tick, self.queue.next_deadline()].into_iter().flatten().min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Now) {
+        self.now = now;
+        if matches!(self.phase, Phase::Idle | Phase::Stopped | Phase::Halted) {
+            return;
+        }
+        if self.next_tick.is_some_and(|t| t <= now.mono_ms) {
+            self.next_tick = Some(now.mono_ms + self.cfg.sync_interval_ms);
+            if self.phase == Phase::Streaming && !self.shutdown {
+                self.start_read();
+            }
+        }
+        self.dispatch();
+    }
+
+    pub fn handle(&mut self, now: Now, input: Input<'_>) {
+        self.now = now;
+        if matches!(self.phase, Phase::Stopped | Phase::Halted) {
+            return;
+        }
+        match input {
+            Input::Start { page_size, local, remote } => self.on_start(page_size, local, remote),
+            Input::WalRead { header, file_len, db_len, offset, data } => {
+                self.on_wal_read(header, file_len, db_len, offset, data)
+            }
+            Input::UploadDone { file, result } => self.on_upload_done(file, result),
+            Input::CheckDone { file, result } => self.on_check_done(file, result),
+            Input::CheckpointDone { mode, result } => self.on_checkpoint_done(mode, result),
+            Input::Shutdown { snapshot } => {
+                if !self.shutdown {
+                    self.shutdown = true;
+                    self.stop_snapshot = snapshot.then_some(false);
+                    if self.phase == Phase::Streaming {
+                        self.start_read();
+                    }
+                }
+            }
+        }
+        self.dispatch();
+        self.maybe_stopped();
+    }
+
+    fn on_start(&mut self, page_size: u32, local: Option<Position>, remote: RemoteTip) {
+        if self.phase != Phase::Idle {
+            return;
+        }
+        if !page_size.is_power_of_two() || !(512..=65536).contains(&page_size) {
+            self.halt(format!("database page size {page_size} is not valid"));
+            return;
+        }
+        self.page_size = page_size;
+        self.next_txid = remote.max_txid.saturating_add(1);
+        self.remote_empty = remote.max_txid == 0;
+        if let Some(l) = local
+            && l.txid > remote.max_txid
+        {
+            self.emit(Event::RemoteBehind { local_txid: l.txid, remote_txid: remote.max_txid });
+        }
+        let from_header = remote.newest.filter(|h| h.max_txid == remote.max_txid && h.wal_salt1 | h.wal_salt2 != 0);
+        self.resume = match (from_header, local) {
+            (Some(h), _) => Some(ResumePoint {
+                salt1: h.wal_salt1,
+                salt2: h.wal_salt2,
+                wal_end: h.wal_offset + h.wal_size,
+                commit: h.commit,
+            }),
+            (None, Some(l)) if l.txid == remote.max_txid && l.txid > 0 && l.wal_end > 0 => Some(ResumePoint {
+                salt1: l.salt1,
+                salt2: l.salt2,
+                wal_end: l.wal_end,
+                commit: l.commit,
+            }),
+            _ => None,
+        };
+        if let Some(h) = remote.newest {
+            self.durable = Position {
+                txid: remote.max_txid,
+                salt1: h.wal_salt1,
+                salt2: h.wal_salt2,
+                wal_end: h.wal_offset + h.wal_size,
+                commit: h.commit,
+            };
+        } else {
+            self.durable = Position { txid: remote.max_txid, ..Position::default() };
+        }
+        self.follow.resume_at = self.resume.as_ref().map(|r| r.wal_end);
+        self.phase = Phase::Scanning;
+        self.next_tick = Some(self.now.mono_ms + self.cfg.sync_interval_ms);
+        self.read_at(0);
+    }
+
+    fn start_read(&mut self) {
+        if self.reading.is_none() && self.checkpointing.is_none() && !self.final_read_done {
+            let off = self.follow.next_offset();
+            self.read_at(off);
+        }
+    }
+
+    fn read_at(&mut self, offset: u64) {
+        let max_len = self.cfg.read_chunk_bytes.max(1);
+        self.reading = Some((offset, max_len));
+        self.out.push_back(Command::ReadWal { offset, max_len });
+    }
+
+    fn on_wal_read(&mut self, header: Option<&[u8]>, file_len: u64, db_len: u64, offset: u64, data: &[u8]) {
+        let Some((want, max_len)) = self.reading else { return };
+        if want != offset {
+            return;
+        }
+        self.reading = None;
+        self.db_len = db_len;
+        // On a first read, adopt whatever generation is there and scan it from the start.
+        let chunk_full = data.len() as u64 >= max_len;
+        let (mut offset, mut data) = (offset, data);
+        if self.follow.generation.is_none()
+            && offset == 0
+            && (self.phase == Phase::Scanning || self.need_snapshot.is_some())
+            && let Some(h) = header.and_then(|b| WalHeader::parse(b).ok())
+        {
+            self.follow.adopt(h);
+            self.follow.clear_batch();
+            let skip = data.len().min(WAL_HEADER_SIZE as usize);
+            (offset, data) = (WAL_HEADER_SIZE, &data[skip..]);
+        }
+        let before = self.follow.committed_offset();
+        match self.follow.on_read(header, file_len, offset, data, chunk_full) {
+            ReadOutcome::More(next) => {
+                self.note_growth(before);
+                self.read_at(next)
+            }
+            ReadOutcome::End => {
+                self.note_growth(before);
+                self.on_read_end()
+            }
+            ReadOutcome::Changed { change, new_header } => self.on_wal_changed(change, new_header),
+        }
+    }
+
+    /// Growth of the old generation after our checkpoint means a later restart could
+    /// drop frames we never saw: stop trusting the checkpoint's promise.
+    fn note_growth(&mut self, before: u64) {
+        if self.follow.committed_offset() > before {
+            self.restart_expected = None;
+        }
+    }
+
+    fn on_wal_changed(&mut self, change: WalChange, new_header: Option<WalHeader>) {
+        if self.phase == Phase::Scanning {
+            match new_header {
+                Some(h) => {
+                    self.follow.adopt(h);
+                    self.follow.clear_batch();
+                    self.read_at(WAL_HEADER_SIZE);
+                }
+                None => {
+                    self.follow.forget_generation();
+                    self.on_read_end();
+                }
+            }
+            return;
+        }
+        let continues = match (change, new_header, self.restart_expected) {
+            (WalChange::Reset, Some(new), Some(old)) => {
+                new.checkpoint_seq == old.checkpoint_seq.wrapping_add(1)
+                    && new.salt1 == old.salt1.wrapping_add(1)
+                    && new.page_size == old.page_size
+                    && self.follow.batch.is_empty()
+            }
+            _ => false,
+        };
+        self.restart_expected = None;
+        match new_header {
+            Some(h) => self.follow.adopt(h),
+            None => self.follow.forget_generation(),
+        }
+        self.follow.clear_batch();
+        if !continues && self.need_snapshot.is_none() {
+            self.need_snapshot = Some((SnapshotReason::WalReset, self.next_txid));
+        }
+        if new_header.is_some() {
+            self.read_at(WAL_HEADER_SIZE);
+        } else {
+            self.on_read_end();
+        }
+    }
+
+    fn on_read_end(&mut self) {
+        if self.phase == Phase::Scanning {
+            self.finish_scan();
+        }
+        if self.shutdown {
+            // The read that reached the end after the shutdown request is the last one.
+            self.final_read_done = true;
+        }
+        if self.phase != Phase::Streaming {
+            return;
+        }
+        if let Some((reason, min_txid)) = self.need_snapshot {
+            if self.has_room() {
+                self.cut_full(reason, min_txid);
+            }
+        } else if !self.follow.batch.is_empty() && self.has_room() {
+            self.cut_incremental();
+        }
+        self.maybe_checkpoint();
+    }
+
+    fn finish_scan(&mut self) {
+        self.phase = Phase::Streaming;
+        let resume = self.resume.take();
+        let found = self.follow.resume_found.take();
+        self.follow.resume_at = None;
+        if self.remote_empty {
+            self.follow.clear_batch();
+            self.need_snapshot = Some((SnapshotReason::Initial, 1));
+            return;
+        }
+        let generation = self.follow.generation.as_ref();
+        let same_gen = |r: &ResumePoint| {
+            generation.is_some_and(|g| g.header.salt1 == r.salt1 && g.header.salt2 == r.salt2)
+        };
+        match resume {
+            Some(r) if same_gen(&r) && (found.is_some() || r.wal_end == WAL_HEADER_SIZE) => {
+                self.shipped_commit = found.unwrap_or(r.commit);
+                self.emit(Event::Resumed { txid: self.durable.txid, wal_end: r.wal_end });
+            }
+            _ => {
+                self.follow.clear_batch();
+                self.need_snapshot = Some((SnapshotReason::NoResumePoint, self.next_txid));
+            }
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        self.queue.len() < self.cfg.max_in_flight.max(1) * 4
+    }
+
+    fn take_txid(&mut self) -> u64 {
+        let t = self.next_txid;
+        self.next_txid += 1;
+        t
+    }
+
+    fn base_header(&self, commit: u32, min_txid: u64, max_txid: u64) -> Header {
+        Header {
+            flags: FLAG_NO_CHECKSUM,
+            page_size: self.page_size,
+            commit,
+            min_txid,
+            max_txid,
+            timestamp_ms: self.now.wall_ms,
+            node_id: self.cfg.node_id,
+            ..Header::default()
+        }
+    }
+
+    fn cut_incremental(&mut self) {
+        let Some(generation) = self.follow.generation.as_ref() else { return };
+        if generation.header.page_size != self.page_size {
+            self.halt(format!(
+                "WAL page size {} differs from the database page size {}",
+                generation.header.page_size, self.page_size
+            ));
+            return;
+        }
+        let (salt1, salt2) = (generation.header.salt1, generation.header.salt2);
+        let lock = ltx::lock_pgno(self.page_size);
+        let batch = self.follow.take_batch();
+        let commit = batch.commit;
+        let mut pages: Vec<(u32, PageSource)> = Vec::with_capacity(batch.pages.len());
+        let mut growth = self.shipped_commit.saturating_add(1);
+        let generation = self.follow.generation.as_ref();
+        let push_growth_until = |pages: &mut Vec<(u32, PageSource)>, until: u32, growth: &mut u32| {
+            // Pages the database grew by but this batch did not write: the newest
+            // version SQLite would read (an earlier frame, else the database file).
+            while *growth < until && *growth <= commit {
+                if *growth != lock {
+                    let src = generation
+                        .and_then(|g| g.index.get(growth).copied())
+                        .map_or(PageSource::Db, PageSource::Wal);
+                    pages.push((*growth, src));
+                }
+                *growth += 1;
+            }
+        };
+        for (&pgno, &off) in batch.pages.range(1..=commit) {
+            if pgno == lock {
+                continue;
+            }
+            push_growth_until(&mut pages, pgno, &mut growth);
+            pages.push((pgno, PageSource::Wal(off)));
+            if pgno >= growth {
+                growth = pgno + 1;
+            }
+        }
+        push_growth_until(&mut pages, commit.saturating_add(1), &mut growth);
+        let txid = self.take_txid();
+        let mut header = self.base_header(commit, txid, txid);
+        header.wal_offset = batch.start;
+        header.wal_size = batch.end - batch.start;
+        header.wal_salt1 = salt1;
+        header.wal_salt2 = salt2;
+        let spec = FileSpec { header, pages: PageSet::List(pages), prev_commit: Some(self.shipped_commit) };
+        let position = Position { txid, salt1, salt2, wal_end: batch.end, commit };
+        self.shipped_commit = commit;
+        let file = FileId { level: 0, min_txid: txid, max_txid: txid };
+        self.emit(Event::FileCut { file, pages: spec.page_count(), txns: batch.txns });
+        self.enqueue(file, spec, position);
+    }
+
+    fn cut_full(&mut self, reason: SnapshotReason, min_txid: u64) {
+        let generation = self.follow.generation.as_ref();
+        let commit = match generation.map(|g| g.commit).filter(|&c| c > 0) {
+            Some(c) => c,
+            None => u32::try_from(self.db_len / u64::from(self.page_size)).unwrap_or(u32::MAX),
+        };
+        if commit == 0 {
+            return; // Nothing to snapshot yet; try again next tick.
+        }
+        if let Some(g) = generation
+            && g.header.page_size != self.page_size
+        {
+            let msg = format!("WAL page size {} differs from the database page size {}", g.header.page_size, self.page_size);
+            self.halt(msg);
+            return;
+        }
+        let overlay: Vec<(u32, u64)> = generation
+            .map(|g| g.index.range(1..=commit).map(|(&p, &o)| (p, o)).collect())
+            .unwrap_or_default();
+        let (salt1, salt2, wal_end) = generation
+            .map(|g| (g.header.salt1, g.header.salt2, g.scanner.committed_offset()))
+            .unwrap_or((0, 0, 0));
+        let txid = self.take_txid();
+        let min_txid = min_txid.min(txid);
+        let mut header = self.base_header(commit, min_txid, txid);
+        if wal_end >= WAL_HEADER_SIZE {
+            header.wal_offset = WAL_HEADER_SIZE;
+            header.wal_size = wal_end - WAL_HEADER_SIZE;
+            header.wal_salt1 = salt1;
+            header.wal_salt2 = salt2;
+        }
+        let spec = FileSpec { header, pages: PageSet::Full { overlay }, prev_commit: None };
+        let position = Position { txid, salt1, salt2, wal_end, commit };
+        self.follow.clear_batch();
+        self.shipped_commit = commit;
+        self.need_snapshot = None;
+        let file = FileId { level: 0, min_txid, max_txid: txid };
+        self.emit(Event::SnapshotStarted { txid, reason, pages: commit });
+        self.emit(Event::FileCut { file, pages: spec.page_count(), txns: 0 });
+        self.enqueue(file, spec, position);
+    }
+
+    fn enqueue(&mut self, file: FileId, spec: FileSpec, position: Position) {
+        self.queue.push(Entry {
+            file,
+            spec: Arc::new(spec),
+            position,
+            attempt: 0,
+            check_attempt: 0,
+            state: State::Ready { not_before: self.now.mono_ms },
+        });
+    }
+
+    /// Sends what is due, oldest first, within the window.
+    fn dispatch(&mut self) {
+        if !matches!(self.phase, Phase::Streaming | Phase::Scanning) {
+            return;
+        }
+        let window = self.cfg.max_in_flight.max(1);
+        let mut outstanding = self.queue.outstanding();
+        let now = self.now.mono_ms;
+        let mut cmds = Vec::new();
+        for e in self.queue.iter_mut() {
+            if outstanding >= window {
+                break;
+            }
+            match e.state {
+                State::Ready { not_before } if not_before <= now => {
+                    e.state = State::InFlight;
+                    e.attempt += 1;
+                    cmds.push(Command::Upload { file: e.file, spec: Arc::clone(&e.spec), attempt: e.attempt });
+                    outstanding += 1;
+                }
+                State::NeedsCheck { not_before } if not_before <= now => {
+                    e.state = State::Checking;
+                    cmds.push(Command::CheckUpload { file: e.file, spec: Arc::clone(&e.spec) });
+                    outstanding += 1;
+                }
+                _ => {}
+            }
+        }
+        self.out.extend(cmds);
+    }
+
+    fn on_upload_done(&mut self, file: FileId, result: UploadResult) {
+        let now = self.now.mono_ms;
+        let Some(e) = self.queue.get_mut(file) else { return };
+        if e.state != State::InFlight {
+            return; // A duplicate or late completion changes nothing.
+        }
+        match result {
+            UploadResult::Stored => e.state = State::Stored,
+            UploadResult::AlreadyExists | UploadResult::Unknown(_) => {
+                e.state = State::NeedsCheck { not_before: now };
+            }
+            UploadResult::Transient(err) | UploadResult::Permanent(err) => {
+                let attempt = e.attempt;
+                let delay = self.backoff.delay(attempt);
+                if let Some(e) = self.queue.get_mut(file) {
+                    e.state = State::Ready { not_before: now + delay };
+                }
+                self.emit(Event::UploadRetry { file, attempt, delay_ms: delay, error: err });
+            }
+            UploadResult::SourceChanged(_) => {
+                let min = file.min_txid;
+                for dropped in self.queue.drain_from(min) {
+                    self.out.push_back(Command::Forget { file: dropped.file });
+                }
+                self.follow.forget_generation();
+                self.follow.clear_batch();
+                self.need_snapshot = Some((SnapshotReason::SourceChanged, min));
+                self.start_read();
+            }
+        }
+        self.advance_durable();
+    }
+
+    fn on_check_done(&mut self, file: FileId, result: CheckResult) {
+        let now = self.now.mono_ms;
+        let Some(e) = self.queue.get_mut(file) else { return };
+        if e.state != State::Checking {
+            return;
+        }
+        match result {
+            CheckResult::Matches => e.state = State::Stored,
+            CheckResult::Absent => {
+                let attempt = e.attempt;
+                let delay = self.backoff.delay(attempt);
+                if let Some(e) = self.queue.get_mut(file) {
+                    e.state = State::Ready { not_before: now + delay };
+                }
+            }
+            CheckResult::Failed(err) => {
+                e.check_attempt += 1;
+                let attempt = e.check_attempt;
+                let delay = self.backoff.delay(attempt);
+                if let Some(e) = self.queue.get_mut(file) {
+                    e.state = State::NeedsCheck { not_before: now + delay };
+                }
+                self.emit(Event::UploadRetry { file, attempt, delay_ms: delay, error: err });
+            }
+            CheckResult::Differs => {
+                self.halt(format!(
+                    "another writer stored different contents under {file}: this database has two \
+                     replicators writing one chain. Stop the other one (or use a different replica URL), \
+                     then restart walvault"
+                ));
+                return;
+            }
+        }
+        self.advance_durable();
+    }
+
+    fn advance_durable(&mut self) {
+        let done = self.queue.pop_durable();
+        let Some(last) = done.last() else { return };
+        self.durable = last.position;
+        for e in &done {
+            self.out.push_back(Command::Forget { file: e.file });
+        }
+        self.out.push_back(Command::Persist(self.durable));
+        self.emit(Event::Durable { txid: self.durable.txid });
+        // A slot opened: cut what accumulated meanwhile (after a fresh read).
+        if (!self.follow.batch.is_empty() || self.need_snapshot.is_some()) && self.phase == Phase::Streaming {
+            if self.final_read_done {
+                // Shutting down: cut what the final read left behind, read nothing new.
+                if self.reading.is_none() {
+                    self.on_read_end();
+                }
+            } else {
+                self.start_read();
+            }
+        }
+    }
+
+    fn maybe_checkpoint(&mut self) {
+        if self.shutdown
+            || self.checkpointing.is_some()
+            || !self.queue.is_empty()
+            || !self.follow.batch.is_empty()
+            || self.need_snapshot.is_some()
+        {
+            return;
+        }
+        let Some(g) = self.follow.generation.as_ref() else { return };
+        let end = g.scanner.committed_offset();
+        let frames = end.saturating_sub(WAL_HEADER_SIZE) / g.header.frame_size();
+        let mode = if end >= self.cfg.truncate_bytes {
+            CheckpointMode::Truncate
+        } else if frames >= self.cfg.checkpoint_frames {
+            CheckpointMode::Passive
+        } else {
+            return;
+        };
+        self.checkpointing = Some((mode, frames, g.header));
+        self.out.push_back(Command::Checkpoint { mode });
+    }
+
+    fn on_checkpoint_done(&mut self, mode: CheckpointMode, result: Result<CheckpointResult, String>) {
+        let Some((want, frames, header)) = self.checkpointing.take() else { return };
+        if want != mode {
+            return;
+        }
+        match result {
+            Ok(r) => {
+                self.emit(Event::CheckpointDone { mode, busy: r.busy });
+                let complete = !r.busy && r.log_frames >= 0 && r.log_frames == r.checkpointed_frames;
+                match mode {
+                    CheckpointMode::Passive => {
+                        self.restart_expected =
+                            (complete && u64::try_from(r.log_frames).ok() == Some(frames)).then_some(header);
+                    }
+                    CheckpointMode::Truncate if !r.busy => {
+                        // Frames written between our last read and the truncation were
+                        // folded into the database unseen: only a full file is safe.
+                        self.follow.forget_generation();
+                        self.follow.clear_batch();
+                        self.need_snapshot = Some((SnapshotReason::AfterTruncate, self.next_txid));
+                    }
+                    CheckpointMode::Truncate => {}
+                }
+            }
+            Err(error) => self.emit(Event::CheckpointFailed { error }),
+        }
+        self.start_read();
+    }
+
+    fn maybe_stopped(&mut self) {
+        if self.shutdown
+            && self.phase == Phase::Streaming
+            && self.final_read_done
+            && self.reading.is_none()
+            && self.checkpointing.is_none()
+            && self.queue.is_empty()
+            && self.need_snapshot.is_none()
+            && self.follow.batch.is_empty()
+        {
+            if self.stop_snapshot == Some(false) {
+                self.stop_snapshot = Some(true);
+                if self.cut_snapshot_level() {
+                    self.dispatch();
+                    return;
+                }
+            }
+            self.phase = Phase::Stopped;
+            self.out.push_back(Command::Stopped);
+        }
+    }
+
+    /// A level-9 snapshot (TXIDs 1..=durable) of the state everything durable reaches.
+    /// Only valid when nothing is pending, so the page index is exactly that state.
+    fn cut_snapshot_level(&mut self) -> bool {
+        let txid = self.durable.txid;
+        let Some(g) = self.follow.generation.as_ref() else { return false };
+        if txid == 0 || self.shipped_commit == 0 || g.scanner.committed_offset() != self.durable.wal_end {
+            return false;
+        }
+        let commit = self.shipped_commit;
+        let overlay: Vec<(u32, u64)> = g.index.range(1..=commit).map(|(&p, &o)| (p, o)).collect();
+        let mut header = self.base_header(commit, 1, txid);
+        let end = g.scanner.committed_offset();
+        header.wal_offset = WAL_HEADER_SIZE;
+        header.wal_size = end - WAL_HEADER_SIZE;
+        header.wal_salt1 = g.header.salt1;
+        header.wal_salt2 = g.header.salt2;
+        let spec = FileSpec { header, pages: PageSet::Full { overlay }, prev_commit: None };
+        let file = FileId { level: crate::keys::SNAPSHOT_LEVEL, min_txid: 1, max_txid: txid };
+        self.emit(Event::FileCut { file, pages: spec.page_count(), txns: 0 });
+        let position = self.durable;
+        self.enqueue(file, spec, position);
+        true
+    }
+
+    fn halt(&mut self, reason: String) {
+        self.phase = Phase::Halted;
+        self.out.push_back(Command::Halt { reason });
+    }
+
+    fn emit(&mut self, e: Event) {
+        self.out.push_back(Command::Event(e));
+    }
+}

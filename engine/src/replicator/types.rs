@@ -1,0 +1,169 @@
+//! The replicator's vocabulary: configuration, the inputs the caller feeds in, the
+//! commands it carries out, and the events it reports.
+
+use std::sync::Arc;
+
+use crate::backoff::BackoffConfig;
+use crate::keys::FileId;
+use crate::ltx::Header;
+use crate::spec::FileSpec;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// How often committed transactions are cut into a level-0 file.
+    pub sync_interval_ms: u64,
+    /// Uploads in flight at once (the window); files become durable strictly in order.
+    pub max_in_flight: usize,
+    pub backoff: BackoffConfig,
+    /// Request a PASSIVE checkpoint once this many committed frames sit in the WAL and
+    /// all of them are durable.
+    pub checkpoint_frames: u64,
+    /// Past this WAL size (bytes) the checkpoint is TRUNCATE, the safety brake against
+    /// a WAL that readers keep from restarting.
+    pub truncate_bytes: u64,
+    /// Largest WAL read asked for at once.
+    pub read_chunk_bytes: u64,
+    /// Seeds the retry jitter.
+    pub seed: u64,
+    pub node_id: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            sync_interval_ms: 1_000,
+            max_in_flight: 4,
+            backoff: BackoffConfig::default(),
+            checkpoint_frames: 1_000,
+            truncate_bytes: 256 * 1024 * 1024,
+            read_chunk_bytes: 4 * 1024 * 1024,
+            seed: 0,
+            node_id: 0,
+        }
+    }
+}
+
+/// Where replication stands: the last durable file and the WAL position it covers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Position {
+    pub txid: u64,
+    pub salt1: u32,
+    pub salt2: u32,
+    /// Offset just past the last WAL frame the durable chain covers (0: no WAL).
+    pub wal_end: u64,
+    pub commit: u32,
+}
+
+/// What the caller found in the store at start-up.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RemoteTip {
+    /// Highest TXID of any file of this database (0: none).
+    pub max_txid: u64,
+    /// Header of the file that ends at `max_txid` (the lowest level holding it).
+    pub newest: Option<Header>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckpointMode {
+    Passive,
+    Truncate,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckpointResult {
+    /// SQLite reported SQLITE_BUSY (the checkpoint could not finish).
+    pub busy: bool,
+    /// Frames in the WAL when the checkpoint ran (`-1` when unknown).
+    pub log_frames: i64,
+    /// Frames copied back into the database (`-1` when unknown).
+    pub checkpointed_frames: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UploadResult {
+    Stored,
+    /// `If-None-Match` failed: something already sits under the key.
+    AlreadyExists,
+    Transient(String),
+    Permanent(String),
+    /// The request may or may not have been carried out.
+    Unknown(String),
+    /// The file could not be built because its source changed underneath.
+    SourceChanged(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckResult {
+    /// The object exists and is byte-for-byte the file we meant to upload.
+    Matches,
+    Absent,
+    /// The object exists with other contents: another writer.
+    Differs,
+    Failed(String),
+}
+
+/// Everything the caller feeds in.
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// First input: what was persisted locally and what the store holds.
+    Start { page_size: u32, local: Option<Position>, remote: RemoteTip },
+    /// Answer to [`Command::ReadWal`]: the WAL header bytes (if the file has one), the
+    /// WAL and database file lengths, and up to `max_len` bytes starting at `offset`.
+    WalRead { header: Option<&'a [u8]>, file_len: u64, db_len: u64, offset: u64, data: &'a [u8] },
+    UploadDone { file: FileId, result: UploadResult },
+    CheckDone { file: FileId, result: CheckResult },
+    CheckpointDone { mode: CheckpointMode, result: Result<CheckpointResult, String> },
+    /// Ship what is committed, finish uploads, then report [`Command::Stopped`]. With
+    /// `snapshot`, first write a level-9 snapshot of the final state.
+    Shutdown { snapshot: bool },
+}
+
+/// Everything the engine asks the caller to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    ReadWal { offset: u64, max_len: u64 },
+    /// Build (first attempt) and upload this file with `If-None-Match: *`. Retries carry
+    /// the same spec; a caller may reuse what it built the first time.
+    Upload { file: FileId, spec: Arc<FileSpec>, attempt: u32 },
+    /// An upload's outcome is unknown or its key was taken: does the store hold our file?
+    CheckUpload { file: FileId, spec: Arc<FileSpec> },
+    /// The caller may drop anything it kept for this file.
+    Forget { file: FileId },
+    /// Release the long read transaction, checkpoint, take the read transaction again.
+    Checkpoint { mode: CheckpointMode },
+    /// Persist this position atomically before relying on it.
+    Persist(Position),
+    Event(Event),
+    /// Shutdown finished: nothing committed is left unshipped.
+    Stopped,
+    /// Replication of this database cannot continue; the reason says why and what to do.
+    Halt { reason: String },
+}
+
+/// Things worth a log line, a metric or a webhook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    SnapshotStarted { txid: u64, reason: SnapshotReason, pages: u32 },
+    FileCut { file: FileId, pages: u64, txns: u64 },
+    Durable { txid: u64 },
+    UploadRetry { file: FileId, attempt: u32, delay_ms: u64, error: String },
+    Resumed { txid: u64, wal_end: u64 },
+    RemoteBehind { local_txid: u64, remote_txid: u64 },
+    CheckpointDone { mode: CheckpointMode, busy: bool },
+    CheckpointFailed { error: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotReason {
+    /// Nothing in the store yet.
+    Initial,
+    /// The store's chain does not line up with this WAL (restart after downtime, a
+    /// restore to an older point, another writer's chain).
+    NoResumePoint,
+    /// The WAL was restarted or truncated by someone else.
+    WalReset,
+    /// After the engine's own TRUNCATE checkpoint (frames could slip in before it).
+    AfterTruncate,
+    /// A file's source changed while it was being built.
+    SourceChanged,
+}

@@ -1,0 +1,152 @@
+//! Restore planning: which files, in which order, rebuild a database at a target
+//! point. Mirrors Litestream's plan (newest usable snapshot, then the files that
+//! extend the TXID chain furthest) so both tools pick the same files.
+
+use crate::keys::{FileId, SNAPSHOT_LEVEL};
+
+/// One file as listed in the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteFile {
+    pub id: FileId,
+    pub size: u64,
+    /// Creation time of the data (header timestamp / `litestream-timestamp`), if known.
+    pub timestamp_ms: Option<i64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Latest,
+    Txid(u64),
+    /// The newest state whose file timestamp is at or before this Unix time (ms).
+    Timestamp(i64),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Files to apply in order; later files win.
+    pub files: Vec<RemoteFile>,
+    /// TXID of the restored state.
+    pub txid: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("no backup files found")]
+    Empty,
+    #[error("no snapshot (a file starting at TXID 1) is available for the target")]
+    NoSnapshot,
+    #[error("the TXID chain has a gap after {after:016x}: no file starts at or before {next:016x}", next = after + 1)]
+    Gap { after: u64 },
+    #[error("TXID {target:016x} is not restorable: the backup reaches {reached:016x}")]
+    Unreachable { target: u64, reached: u64 },
+    #[error("no file was written at or before the requested time")]
+    TooEarly,
+}
+
+pub fn plan(files: &[RemoteFile], target: Target) -> Result<Plan, PlanError> {
+    if files.is_empty() {
+        return Err(PlanError::Empty);
+    }
+    let eligible: Vec<&RemoteFile> = match target {
+        Target::Timestamp(ts) => files.iter().filter(|f| f.timestamp_ms.is_some_and(|t| t <= ts)).collect(),
+        _ => files.iter().collect(),
+    };
+    if eligible.is_empty() {
+        return Err(PlanError::TooEarly);
+    }
+    let newest = eligible.iter().map(|f| f.id.max_txid).max().unwrap_or(0);
+    let goal = match target {
+        Target::Txid(t) => {
+            if t > newest || t == 0 {
+                return Err(PlanError::Unreachable { target: t, reached: newest });
+            }
+            t
+        }
+        _ => newest,
+    };
+    let within: Vec<&RemoteFile> = eligible.into_iter().filter(|f| f.id.max_txid <= goal).collect();
+
+    // Start from the newest snapshot-level file that fits, as Litestream does.
+    let mut chosen: Vec<RemoteFile> = Vec::new();
+    let mut current = 0u64;
+    if let Some(snap) = within
+        .iter()
+        .filter(|f| f.id.level == SNAPSHOT_LEVEL && f.id.min_txid == 1)
+        .max_by_key(|f| f.id.max_txid)
+    {
+        current = snap.id.max_txid;
+        chosen.push((*snap).clone());
+    }
+    while current < goal {
+        let next = within
+            .iter()
+            .filter(|f| f.id.min_txid <= current + 1 && f.id.max_txid > current)
+            .max_by(|a, b| {
+                a.id.max_txid
+                    .cmp(&b.id.max_txid)
+                    .then(b.id.min_txid.cmp(&a.id.min_txid))
+                    .then(a.id.level.cmp(&b.id.level))
+            });
+        match next {
+            Some(f) => {
+                current = f.id.max_txid;
+                chosen.push((*f).clone());
+            }
+            None if current == 0 => return Err(PlanError::NoSnapshot),
+            None if matches!(target, Target::Txid(_)) => {
+                return Err(PlanError::Unreachable { target: goal, reached: current });
+            }
+            None => return Err(PlanError::Gap { after: current }),
+        }
+    }
+    Ok(Plan { files: chosen, txid: current })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(level: u8, min: u64, max: u64) -> RemoteFile {
+        RemoteFile { id: FileId { level, min_txid: min, max_txid: max }, size: 1, timestamp_ms: Some(max as i64 * 1000) }
+    }
+
+    fn ids(p: &Plan) -> Vec<(u8, u64, u64)> {
+        p.files.iter().map(|f| (f.id.level, f.id.min_txid, f.id.max_txid)).collect()
+    }
+
+    #[test]
+    fn latest_prefers_snapshot_then_highest_levels() {
+        let files = vec![f(0, 1, 1), f(0, 2, 2), f(0, 3, 3), f(0, 4, 4), f(1, 1, 3), f(9, 1, 2)];
+        let p = plan(&files, Target::Latest).unwrap();
+        assert_eq!(ids(&p), vec![(9, 1, 2), (1, 1, 3), (0, 4, 4)]);
+        assert_eq!(p.txid, 4);
+    }
+
+    #[test]
+    fn txid_target_stops_exactly() {
+        let files = vec![f(0, 1, 1), f(0, 2, 2), f(0, 3, 3), f(1, 1, 3)];
+        assert_eq!(ids(&plan(&files, Target::Txid(2)).unwrap()), vec![(0, 1, 1), (0, 2, 2)]);
+        assert_eq!(plan(&files, Target::Txid(9)), Err(PlanError::Unreachable { target: 9, reached: 3 }));
+    }
+
+    #[test]
+    fn gap_is_an_error() {
+        let files = vec![f(0, 1, 1), f(0, 2, 2), f(0, 4, 4)];
+        assert_eq!(plan(&files, Target::Latest), Err(PlanError::Gap { after: 2 }));
+        assert_eq!(plan(&[f(0, 2, 2)], Target::Latest), Err(PlanError::NoSnapshot));
+    }
+
+    #[test]
+    fn full_file_mid_chain_supersedes() {
+        // A full-database file 3..5 written after a lost file: restore latest skips 4.
+        let files = vec![f(0, 1, 1), f(0, 2, 2), f(0, 4, 4), f(0, 3, 5), f(0, 6, 6)];
+        assert_eq!(ids(&plan(&files, Target::Latest).unwrap()), vec![(0, 1, 1), (0, 2, 2), (0, 3, 5), (0, 6, 6)]);
+    }
+
+    #[test]
+    fn timestamp_picks_newest_at_or_before() {
+        let files = vec![f(0, 1, 1), f(0, 2, 2), f(0, 3, 3)];
+        assert_eq!(plan(&files, Target::Timestamp(2_500)).unwrap().txid, 2);
+        assert_eq!(plan(&files, Target::Timestamp(500)), Err(PlanError::TooEarly));
+    }
+}
