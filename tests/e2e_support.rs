@@ -13,6 +13,8 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_walvault")
 }
 
+const READY: &str = "starting replication";
+
 /// A running `walvault watch`.
 pub struct Watcher {
     child: Option<Child>,
@@ -26,8 +28,16 @@ impl Watcher {
         cmd.arg("watch").args(dbs).args(["-b", url, "--sync-interval", "100ms", "-v"]);
         cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
         cmd.stdout(Stdio::null()).stderr(logf.try_clone().unwrap());
+        let before = std::fs::read_to_string(log).unwrap_or_default().matches(READY).count();
         let child = cmd.spawn().expect("spawning walvault watch");
-        Watcher { child: Some(child), log: log.to_path_buf() }
+        let w = Watcher { child: Some(child), log: log.to_path_buf() };
+        // Ready once every database holds its read lock and knows the replica's tip.
+        let start = Instant::now();
+        while w.log_text().matches(READY).count() < before + dbs.len() {
+            assert!(start.elapsed() < Duration::from_secs(60), "walvault watch did not start:\n{}", w.log_text());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        w
     }
 
     /// SIGTERM, then wait: a clean stop must exit 0 after shipping everything.
@@ -104,6 +114,16 @@ impl Workload {
         conn.busy_timeout(Duration::from_secs(10)).unwrap();
         conn.execute_batch("PRAGMA synchronous=NORMAL").unwrap();
         Workload { conn, x: seed | 1, commits: 0 }
+    }
+
+    /// The application's own checkpoints off: only walvault checkpoints.
+    pub fn without_autocheckpoint(self) -> Workload {
+        self.conn.execute_batch("PRAGMA wal_autocheckpoint=0").unwrap();
+        self
+    }
+
+    pub fn conn(&self) -> &Connection {
+        &self.conn
     }
 
     fn next(x: &mut u64) -> u64 {

@@ -20,6 +20,14 @@ pub struct Database {
     pub wal_path: PathBuf,
     pub page_size: u32,
     conn: Connection,
+    /// Second connection holding the write lock while a checkpoint is prepared.
+    writer: Option<Connection>,
+    /// Our one handle on the database file, open for as long as `conn`. Closing *any*
+    /// descriptor of a file drops every POSIX lock this process holds on it, SQLite's
+    /// included; an application closing its last connection would then think it is
+    /// alone, checkpoint and delete the WAL under us. So pages are read through this
+    /// handle and it is never closed before `conn`.
+    db_file: File,
     in_read_tx: bool,
 }
 
@@ -65,7 +73,16 @@ impl Database {
         )
         .with_context(|| format!("preparing {} for replication", path.display()))?;
         let page_size: u32 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-        Ok(Database { wal_path: wal_path(path), path: path.to_path_buf(), page_size, conn, in_read_tx: false })
+        let db_file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        Ok(Database {
+            wal_path: wal_path(path),
+            path: path.to_path_buf(),
+            page_size,
+            conn,
+            db_file,
+            in_read_tx: false,
+            writer: None,
+        })
     }
 
     /// Writes a row (so the WAL holds an unbackfilled frame), then opens the read
@@ -94,21 +111,48 @@ impl Database {
         Ok(())
     }
 
-    /// Releases the read lock, checkpoints, and takes the read lock again.
+    /// Blocks the application's writers by taking the write lock (BEGIN IMMEDIATE) on
+    /// a second connection, waiting at most 100 ms. The read transaction stays held, so
+    /// a failed attempt costs nothing. Returns whether writers are now blocked.
+    pub fn lock_writers(&mut self) -> Result<bool> {
+        if self.writer.is_none() {
+            let w = Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+            w.execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -64;")?;
+            self.writer = Some(w);
+        }
+        let Some(w) = self.writer.as_ref() else { return Ok(false) };
+        w.busy_timeout(std::time::Duration::from_millis(100))?;
+        Ok(w.execute_batch("BEGIN IMMEDIATE").is_ok())
+    }
+
+    /// Lets writers go (the read lock was never released).
+    pub fn unlock_writers(&mut self) -> Result<()> {
+        if let Some(w) = self.writer.take() {
+            if !w.is_autocommit() {
+                w.execute_batch("ROLLBACK")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// With writers blocked (and every frame replicated): PASSIVE checkpoint from a
+    /// second connection, let writers go, then (TRUNCATE mode) truncate the WAL, and
+    /// take the read lock again. If the checkpoint backfilled everything, the next
+    /// write (often our own `_walvault_seq` row) restarts the WAL, and the engine knows
+    /// that nothing it had not shipped was in it.
     pub fn checkpoint(&mut self, mode: CheckpointMode) -> Result<CheckpointResult> {
         self.release_read_lock()?;
-        let sql = match mode {
-            CheckpointMode::Passive => "PRAGMA wal_checkpoint(PASSIVE)",
-            CheckpointMode::Truncate => "PRAGMA wal_checkpoint(TRUNCATE)",
-        };
-        // TRUNCATE waits for readers and blocks writers meanwhile: keep the wait short.
-        self.conn.busy_timeout(std::time::Duration::from_millis(500))?;
-        let result = self.conn.query_row(sql, [], |r| {
-            Ok(CheckpointResult { busy: r.get::<_, i64>(0)? != 0, log_frames: r.get(1)?, checkpointed_frames: r.get(2)? })
-        });
-        self.conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mut result = checkpoint_row(&self.conn, "PRAGMA wal_checkpoint(PASSIVE)").context("running a PASSIVE checkpoint");
+        self.unlock_writers()?;
+        if mode == CheckpointMode::Truncate && result.is_ok() {
+            // Writers may slip in between letting them go and this: the engine answers
+            // a TRUNCATE with a full snapshot for that reason.
+            self.conn.busy_timeout(std::time::Duration::from_millis(500))?;
+            result = checkpoint_row(&self.conn, "PRAGMA wal_checkpoint(TRUNCATE)").context("running a TRUNCATE checkpoint");
+            self.conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        }
         let reacquire = self.acquire_read_lock();
-        let result = result.context("running checkpoint")?;
+        let result = result?;
         reacquire?;
         Ok(result)
     }
@@ -116,6 +160,17 @@ impl Database {
     pub fn conn(&self) -> &Connection {
         &self.conn
     }
+
+    /// Page access for building files, through the long-lived database handle.
+    pub fn pages(&self) -> FilePages<'_> {
+        FilePages { wal: File::open(&self.wal_path).ok(), db: &self.db_file, page_size: u64::from(self.page_size) }
+    }
+}
+
+fn checkpoint_row(conn: &Connection, sql: &str) -> Result<CheckpointResult> {
+    Ok(conn.query_row(sql, [], |r| {
+        Ok(CheckpointResult { busy: r.get::<_, i64>(0)? != 0, log_frames: r.get(1)?, checkpointed_frames: r.get(2)? })
+    })?)
 }
 
 /// What one WAL read returned.
@@ -127,7 +182,8 @@ pub struct WalChunk {
 }
 
 /// Reads the WAL header and up to `max_len` bytes at `offset`, allocating only what
-/// is there to read (an idle database allocates nothing).
+/// is there to read (an idle database allocates nothing). `db_path` is only stat'ed:
+/// opening and closing it would drop SQLite's locks (see [`Database`]).
 pub fn read_wal(db_path: &Path, wal_path: &Path, offset: u64, max_len: u64) -> Result<WalChunk> {
     let db_len = std::fs::metadata(db_path).map(|m| m.len()).unwrap_or(0);
     let file = match File::open(wal_path) {
@@ -158,21 +214,13 @@ pub fn read_wal(db_path: &Path, wal_path: &Path, offset: u64, max_len: u64) -> R
 }
 
 /// [`PageReader`] over the real WAL and database files.
-pub struct FilePages {
+pub struct FilePages<'a> {
     wal: Option<File>,
-    db: File,
+    db: &'a File,
     page_size: u64,
 }
 
-impl FilePages {
-    pub fn open(db_path: &Path, wal_path: &Path, page_size: u32) -> Result<FilePages> {
-        let db = File::open(db_path).with_context(|| format!("opening {}", db_path.display()))?;
-        let wal = File::open(wal_path).ok();
-        Ok(FilePages { wal, db, page_size: u64::from(page_size) })
-    }
-}
-
-impl PageReader for FilePages {
+impl PageReader for FilePages<'_> {
     fn read_wal_frame(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
         match &self.wal {
             Some(w) => w.read_exact_at(buf, offset),

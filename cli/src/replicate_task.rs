@@ -18,7 +18,7 @@ use walvault_engine::spec::{self, FileSpec, MaterializeError};
 use walvault_engine::time::format_rfc3339_ms;
 
 use crate::clock::Clock;
-use crate::database::{self, Database, FilePages};
+use crate::database::{self, Database};
 use crate::position::StateDir;
 use crate::remote;
 use crate::storage::{METADATA_TIMESTAMP, PutBody, Store, StoreError};
@@ -137,8 +137,22 @@ impl DbTask {
                     let _ = std::fs::remove_file(path);
                 }
             }
+            Command::LockWriters => {
+                let t = std::time::Instant::now();
+                let ok = tokio::task::block_in_place(|| self.db.lock_writers())
+                    .with_context(|| format!("{}: blocking writers for a checkpoint", self.name))?;
+                debug!(db = %self.name, ok, ms = t.elapsed().as_millis() as u64, "writers blocked for a checkpoint");
+                self.engine.handle(self.clock.now(), Input::WritersLocked { ok });
+            }
+            Command::UnlockWriters => {
+                tokio::task::block_in_place(|| self.db.unlock_writers())
+                    .with_context(|| format!("{}: letting writers go", self.name))?;
+                debug!(db = %self.name, "checkpoint abandoned, writers released");
+            }
             Command::Checkpoint { mode } => {
+                let t = std::time::Instant::now();
                 let result = tokio::task::block_in_place(|| self.db.checkpoint(mode)).map_err(|e| format!("{e:#}"));
+                debug!(db = %self.name, ?result, ms = t.elapsed().as_millis() as u64, "checkpoint ran");
                 self.engine.handle(self.clock.now(), Input::CheckpointDone { mode, result });
             }
             Command::Persist(pos) => {
@@ -200,7 +214,7 @@ impl DbTask {
 
     fn stage(&self, file: FileId, spec: &FileSpec) -> Result<PathBuf> {
         let path = self.state.staging().join(format!("{:04x}-{:016x}-{:016x}.ltx", file.level, file.min_txid, file.max_txid));
-        let mut pages = FilePages::open(&self.db.path, &self.db.wal_path, self.db.page_size)?;
+        let mut pages = self.db.pages();
         let out = std::io::BufWriter::new(std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?);
         let (w, _) = spec::materialize(spec, &mut pages, out).map_err(|e: MaterializeError| anyhow::anyhow!(e))?;
         let f = w.into_inner().map_err(|e| anyhow::anyhow!("writing {}: {}", path.display(), e.error()))?;
@@ -214,7 +228,7 @@ impl DbTask {
         let expected = match staged.as_ref().map(std::fs::read) {
             Some(Ok(bytes)) => Ok(bytes),
             _ => tokio::task::block_in_place(|| -> Result<Vec<u8>> {
-                let mut pages = FilePages::open(&self.db.path, &self.db.wal_path, self.db.page_size)?;
+                let mut pages = self.db.pages();
                 Ok(spec::materialize(&spec, &mut pages, Vec::new())?.0)
             }),
         };
@@ -256,6 +270,13 @@ impl DbTask {
                  replica's last file with a full snapshot"
             ),
             Event::CheckpointDone { mode, busy } => debug!(%db, ?mode, busy, "checkpoint"),
+            Event::WalChanged { change, continues } => {
+                if continues {
+                    debug!(%db, ?change, "WAL restarted after our checkpoint")
+                } else {
+                    warn!(%db, ?change, "the WAL changed behind walvault's back: writing a full snapshot")
+                }
+            }
             Event::CheckpointFailed { error } => warn!(%db, "checkpoint failed: {error}"),
         }
     }

@@ -81,6 +81,9 @@ pub enum LtxError {
     Truncated(&'static str),
     #[error("corrupt LTX data: {0}")]
     Corrupt(String),
+    /// Decoder: `expected` is the value stored in the file, `actual` the computed one.
+    /// Encoder (snapshot post-apply check): `expected` is computed from the pages
+    /// written, `actual` the value passed to `finish`.
     #[error("checksum mismatch: expected {expected:#018x}, got {actual:#018x}")]
     ChecksumMismatch { expected: u64, actual: u64 },
     #[error("page index does not match the page block: {0}")]

@@ -33,6 +33,18 @@ enum Phase {
     Halted,
 }
 
+/// Where a checkpoint stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ckpt {
+    Idle,
+    /// Waiting for writers to be blocked.
+    Locking(CheckpointMode),
+    /// Writers blocked: ship the WAL tail, then checkpoint (or give up at `deadline`).
+    Locked { mode: CheckpointMode, deadline: u64 },
+    /// The checkpoint runs; `frames` were in the WAL, all durable.
+    Running { mode: CheckpointMode, frames: u64, header: WalHeader },
+}
+
 struct ResumePoint {
     salt1: u32,
     salt2: u32,
@@ -56,7 +68,9 @@ pub struct Replicator {
     next_tick: Option<u64>,
     /// Offset and length of the outstanding WAL read.
     reading: Option<(u64, u64)>,
-    checkpointing: Option<(CheckpointMode, u64, WalHeader)>,
+    ckpt: Ckpt,
+    /// No new checkpoint attempt before this time (after an abandoned one).
+    ckpt_not_before: u64,
     /// Our own complete checkpoint left the WAL ready to restart from this header.
     restart_expected: Option<WalHeader>,
     need_snapshot: Option<(SnapshotReason, u64)>,
@@ -86,7 +100,8 @@ impl Replicator {
             db_len: 0,
             next_tick: None,
             reading: None,
-            checkpointing: None,
+            ckpt: Ckpt::Idle,
+            ckpt_not_before: 0,
             restart_expected: None,
             need_snapshot: None,
             resume: None,
@@ -131,13 +146,23 @@ impl Replicator {
         if matches!(self.phase, Phase::Idle | Phase::Stopped | Phase::Halted) {
             return None;
         }
-        [self.next_tick, self.queue.next_deadline()].into_iter().flatten().min()
+        let lock_deadline = match self.ckpt {
+            Ckpt::Locked { deadline, .. } => Some(deadline),
+            _ => None,
+        };
+        [self.next_tick, self.queue.next_deadline(), lock_deadline].into_iter().flatten().min()
     }
 
     pub fn handle_timeout(&mut self, now: Now) {
         self.now = now;
         if matches!(self.phase, Phase::Idle | Phase::Stopped | Phase::Halted) {
             return;
+        }
+        if let Ckpt::Locked { deadline, .. } = self.ckpt
+            && deadline <= now.mono_ms
+        {
+            // Shipping the tail took too long: never hold writers hostage to the store.
+            self.abandon_checkpoint();
         }
         if self.next_tick.is_some_and(|t| t <= now.mono_ms) {
             self.next_tick = Some(now.mono_ms + self.cfg.sync_interval_ms);
@@ -160,10 +185,14 @@ impl Replicator {
             }
             Input::UploadDone { file, result } => self.on_upload_done(file, result),
             Input::CheckDone { file, result } => self.on_check_done(file, result),
+            Input::WritersLocked { ok } => self.on_writers_locked(ok),
             Input::CheckpointDone { mode, result } => self.on_checkpoint_done(mode, result),
             Input::Shutdown { snapshot } => {
                 if !self.shutdown {
                     self.shutdown = true;
+                    if matches!(self.ckpt, Ckpt::Locked { .. }) {
+                        self.abandon_checkpoint();
+                    }
                     self.stop_snapshot = snapshot.then_some(false);
                     if self.phase == Phase::Streaming {
                         self.start_read();
@@ -225,7 +254,8 @@ impl Replicator {
     }
 
     fn start_read(&mut self) {
-        if self.reading.is_none() && self.checkpointing.is_none() && !self.final_read_done {
+        let ckpt_busy = matches!(self.ckpt, Ckpt::Locking(_) | Ckpt::Running { .. });
+        if self.reading.is_none() && !ckpt_busy && !self.final_read_done {
             let off = self.follow.next_offset();
             self.read_at(off);
         }
@@ -304,6 +334,7 @@ impl Replicator {
             _ => false,
         };
         self.restart_expected = None;
+        self.emit(Event::WalChanged { change, continues });
         match new_header {
             Some(h) => self.follow.adopt(h),
             None => self.follow.forget_generation(),
@@ -338,6 +369,7 @@ impl Replicator {
             self.cut_incremental();
         }
         self.maybe_checkpoint();
+        self.maybe_run_checkpoint();
     }
 
     fn finish_scan(&mut self) {
@@ -367,7 +399,7 @@ impl Replicator {
     }
 
     fn has_room(&self) -> bool {
-        self.queue.len() < self.cfg.max_in_flight.max(1) * 4
+        matches!(self.ckpt, Ckpt::Locked { .. }) || self.queue.len() < self.cfg.max_in_flight.max(1) * 4
     }
 
     fn take_txid(&mut self) -> u64 {
@@ -615,12 +647,20 @@ impl Replicator {
             } else {
                 self.start_read();
             }
+        } else {
+            // Everything read is durable: the moment a checkpoint is safe.
+            self.maybe_checkpoint();
+            self.maybe_run_checkpoint();
         }
     }
 
+    /// Starts a checkpoint when the WAL is long enough and everything read is durable.
     fn maybe_checkpoint(&mut self) {
         if self.shutdown
-            || self.checkpointing.is_some()
+            || self.phase != Phase::Streaming
+            || self.reading.is_some()
+            || self.ckpt != Ckpt::Idle
+            || self.now.mono_ms < self.ckpt_not_before
             || !self.queue.is_empty()
             || !self.follow.batch.is_empty()
             || self.need_snapshot.is_some()
@@ -637,15 +677,66 @@ impl Replicator {
         } else {
             return;
         };
-        self.checkpointing = Some((mode, frames, g.header));
+        self.ckpt = Ckpt::Locking(mode);
+        self.out.push_back(Command::LockWriters);
+    }
+
+    fn on_writers_locked(&mut self, ok: bool) {
+        let Ckpt::Locking(mode) = self.ckpt else {
+            if ok {
+                // Not expecting it (shutdown meanwhile): let writers go at once.
+                self.out.push_back(Command::UnlockWriters);
+            }
+            return;
+        };
+        if !ok || self.shutdown {
+            if ok {
+                self.out.push_back(Command::UnlockWriters);
+            }
+            self.ckpt = Ckpt::Idle;
+            self.ckpt_not_before = self.now.mono_ms + 10 * self.cfg.sync_interval_ms;
+            self.emit(Event::CheckpointDone { mode, busy: true });
+            return;
+        }
+        self.ckpt = Ckpt::Locked { mode, deadline: self.now.mono_ms + self.cfg.checkpoint_lock_ms };
+        // Writers are blocked: whatever the WAL holds now is all there is. Read it.
+        let off = self.follow.next_offset();
+        self.read_at(off);
+    }
+
+    /// With writers blocked and every frame read and durable, run the checkpoint.
+    fn maybe_run_checkpoint(&mut self) {
+        let Ckpt::Locked { mode, .. } = self.ckpt else { return };
+        if self.reading.is_some()
+            || !self.queue.is_empty()
+            || !self.follow.batch.is_empty()
+            || self.need_snapshot.is_some()
+        {
+            return;
+        }
+        let Some(g) = self.follow.generation.as_ref() else {
+            self.abandon_checkpoint();
+            return;
+        };
+        let frames = g.scanner.committed_offset().saturating_sub(WAL_HEADER_SIZE) / g.header.frame_size();
+        self.ckpt = Ckpt::Running { mode, frames, header: g.header };
         self.out.push_back(Command::Checkpoint { mode });
     }
 
+    fn abandon_checkpoint(&mut self) {
+        if matches!(self.ckpt, Ckpt::Locked { .. }) {
+            self.out.push_back(Command::UnlockWriters);
+        }
+        self.ckpt = Ckpt::Idle;
+        self.ckpt_not_before = self.now.mono_ms + 10 * self.cfg.sync_interval_ms;
+    }
+
     fn on_checkpoint_done(&mut self, mode: CheckpointMode, result: Result<CheckpointResult, String>) {
-        let Some((want, frames, header)) = self.checkpointing.take() else { return };
+        let Ckpt::Running { mode: want, frames, header } = self.ckpt else { return };
         if want != mode {
             return;
         }
+        self.ckpt = Ckpt::Idle;
         match result {
             Ok(r) => {
                 self.emit(Event::CheckpointDone { mode, busy: r.busy });
@@ -656,8 +747,8 @@ impl Replicator {
                             (complete && u64::try_from(r.log_frames).ok() == Some(frames)).then_some(header);
                     }
                     CheckpointMode::Truncate if !r.busy => {
-                        // Frames written between our last read and the truncation were
-                        // folded into the database unseen: only a full file is safe.
+                        // Frames written between letting writers go and the truncation
+                        // were folded into the database unseen: only a full file is safe.
                         self.follow.forget_generation();
                         self.follow.clear_batch();
                         self.need_snapshot = Some((SnapshotReason::AfterTruncate, self.next_txid));
@@ -675,7 +766,7 @@ impl Replicator {
             && self.phase == Phase::Streaming
             && self.final_read_done
             && self.reading.is_none()
-            && self.checkpointing.is_none()
+            && self.ckpt == Ckpt::Idle
             && self.queue.is_empty()
             && self.need_snapshot.is_none()
             && self.follow.batch.is_empty()

@@ -18,6 +18,9 @@ pub struct Config {
     /// Request a PASSIVE checkpoint once this many committed frames sit in the WAL and
     /// all of them are durable.
     pub checkpoint_frames: u64,
+    /// Longest time writers stay blocked while the WAL tail is shipped before a
+    /// checkpoint; past it the checkpoint is abandoned and retried later.
+    pub checkpoint_lock_ms: u64,
     /// Past this WAL size (bytes) the checkpoint is TRUNCATE, the safety brake against
     /// a WAL that readers keep from restarting.
     pub truncate_bytes: u64,
@@ -35,6 +38,7 @@ impl Default for Config {
             max_in_flight: 4,
             backoff: BackoffConfig::default(),
             checkpoint_frames: 1_000,
+            checkpoint_lock_ms: 2_000,
             truncate_bytes: 256 * 1024 * 1024,
             read_chunk_bytes: 4 * 1024 * 1024,
             seed: 0,
@@ -112,6 +116,8 @@ pub enum Input<'a> {
     WalRead { header: Option<&'a [u8]>, file_len: u64, db_len: u64, offset: u64, data: &'a [u8] },
     UploadDone { file: FileId, result: UploadResult },
     CheckDone { file: FileId, result: CheckResult },
+    /// Answer to [`Command::LockWriters`]: `false` when writers could not be blocked.
+    WritersLocked { ok: bool },
     CheckpointDone { mode: CheckpointMode, result: Result<CheckpointResult, String> },
     /// Ship what is committed, finish uploads, then report [`Command::Stopped`]. With
     /// `snapshot`, first write a level-9 snapshot of the final state.
@@ -129,7 +135,16 @@ pub enum Command {
     CheckUpload { file: FileId, spec: Arc<FileSpec> },
     /// The caller may drop anything it kept for this file.
     Forget { file: FileId },
-    /// Release the long read transaction, checkpoint, take the read transaction again.
+    /// Block the application's writers (release the read transaction, then BEGIN
+    /// IMMEDIATE) and answer with [`Input::WritersLocked`]. While they are blocked the
+    /// engine ships the WAL's tail, so a checkpoint never folds away an unshipped frame.
+    LockWriters,
+    /// Let writers go again without checkpointing (took too long), and take the read
+    /// transaction again.
+    UnlockWriters,
+    /// With writers blocked and every WAL frame durable: checkpoint from a second
+    /// connection, let writers go, take the read transaction again, then answer with
+    /// [`Input::CheckpointDone`].
     Checkpoint { mode: CheckpointMode },
     /// Persist this position atomically before relying on it.
     Persist(Position),
@@ -150,6 +165,8 @@ pub enum Event {
     Resumed { txid: u64, wal_end: u64 },
     RemoteBehind { local_txid: u64, remote_txid: u64 },
     CheckpointDone { mode: CheckpointMode, busy: bool },
+    /// The WAL generation changed; `continues` when it was our own checkpoint's restart.
+    WalChanged { change: crate::wal::WalChange, continues: bool },
     CheckpointFailed { error: String },
 }
 

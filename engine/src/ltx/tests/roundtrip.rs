@@ -1,5 +1,5 @@
-//! Encoder → decoder round trips over random files, and what single-byte corruption
-//! and truncation of an encoded file do to the decoder.
+//! Encoder → decoder round trips over random files, and what single-byte corruption,
+//! truncation and garbage do to the decoder.
 
 use super::*;
 
@@ -49,6 +49,28 @@ proptest! {
                 prop_assert_eq!(decode_all(&bytes).unwrap(), (h, pages, t));
             }
         }
+    }
+
+    #[test]
+    fn garbage_never_panics(
+        plan in plan(),
+        cut in any::<prop::sample::Index>(),
+        junk in proptest::collection::vec(any::<u8>(), 0..600),
+        legacy in any::<bool>(),
+    ) {
+        // A real prefix (valid header, maybe some pages) followed by random bytes,
+        // some of them shaped like page headers and LZ4 frame starts.
+        let (bytes, _) = encode(&plan);
+        let mut bad = bytes[..cut.index(bytes.len())].to_vec();
+        if legacy {
+            bad.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0x04, 0x22, 0x4d, 0x18]);
+        } else {
+            bad.extend_from_slice(&[0, 0, 0, 1, 0, 1]);
+        }
+        bad.extend_from_slice(&junk);
+        let _ = decode_all(&bad);
+        let _ = decode_all(&junk);
+        let _ = read_index(&bad);
     }
 
     #[test]
