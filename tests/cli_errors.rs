@@ -14,7 +14,15 @@ fn stderr(o: &std::process::Output) -> String {
 fn missing_database_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("file://{}", dir.path().join("r").display());
-    let o = run(&["watch", dir.path().join("nope.db").to_str().unwrap(), "-b", &url], &[]);
+    let o = run(
+        &[
+            "watch",
+            dir.path().join("nope.db").to_str().unwrap(),
+            "-b",
+            &url,
+        ],
+        &[],
+    );
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
 }
@@ -23,11 +31,18 @@ fn missing_database_is_named() {
 fn non_wal_database_offers_the_pragma() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("rollback.db");
-    rusqlite::Connection::open(&db).unwrap().execute_batch("CREATE TABLE t (x)").unwrap();
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (x)")
+        .unwrap();
     let url = format!("file://{}", dir.path().join("r").display());
     let o = run(&["watch", db.to_str().unwrap(), "-b", &url], &[]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("PRAGMA journal_mode=WAL"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("PRAGMA journal_mode=WAL"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -37,7 +52,11 @@ fn bad_url_says_what_to_use() {
     create_db(&db);
     let o = run(&["watch", db.to_str().unwrap(), "-b", "ftp://x/y"], &[]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("file://") && stderr(&o).contains("s3://"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("file://") && stderr(&o).contains("s3://"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -52,12 +71,34 @@ fn unreachable_endpoint_and_missing_bucket() {
         ("AWS_REGION", "us-east-1".to_string()),
     ];
     let endpoint = format!("http://127.0.0.1:{port}");
-    let o = run(&["watch", db.to_str().unwrap(), "-b", "s3://bucket/p", "--endpoint", &endpoint], &env);
+    let o = run(
+        &[
+            "watch",
+            db.to_str().unwrap(),
+            "-b",
+            "s3://bucket/p",
+            "--endpoint",
+            &endpoint,
+        ],
+        &env,
+    );
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("cannot reach"), "{}", stderr(&o));
 
-    let Some(server) = support::s3_server::S3Server::start() else { return };
-    let o = run(&["watch", db.to_str().unwrap(), "-b", "s3://no-such-bucket/p", "--endpoint", &server.endpoint], &env);
+    let Some(server) = support::s3_server::S3Server::start() else {
+        return;
+    };
+    let o = run(
+        &[
+            "watch",
+            db.to_str().unwrap(),
+            "-b",
+            "s3://no-such-bucket/p",
+            "--endpoint",
+            &server.endpoint,
+        ],
+        &env,
+    );
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
 }
@@ -74,23 +115,66 @@ fn restore_refuses_to_overwrite_and_handles_missing_backups() {
 
     let out = dir.path().join("out.db");
     std::fs::write(&out, b"precious").unwrap();
-    let o = run(&["restore", "snap", "-o", out.to_str().unwrap(), "-b", &url], &[]);
+    let o = run(
+        &["restore", "snap", "-o", out.to_str().unwrap(), "-b", &url],
+        &[],
+    );
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
-    assert_eq!(std::fs::read(&out).unwrap(), b"precious", "a refused restore must not touch the file");
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        b"precious",
+        "a refused restore must not touch the file"
+    );
 
-    let o = run(&["restore", "snap", "-o", out.to_str().unwrap(), "-b", &url, "--if-not-exists"], &[]);
+    let o = run(
+        &[
+            "restore",
+            "snap",
+            "-o",
+            out.to_str().unwrap(),
+            "-b",
+            &url,
+            "--if-not-exists",
+        ],
+        &[],
+    );
     assert_eq!(o.status.code(), Some(0));
     assert_eq!(std::fs::read(&out).unwrap(), b"precious");
 
-    let o = run(&["restore", "snap", "-o", out.to_str().unwrap(), "-b", &url, "--force"], &[]);
+    let o = run(
+        &[
+            "restore",
+            "snap",
+            "-o",
+            out.to_str().unwrap(),
+            "-b",
+            &url,
+            "--force",
+        ],
+        &[],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     checkpoint_truncate(&db);
     walvault::compare::compare_pages(&db, &out, page_size(&db)).unwrap();
 
-    let o = run(&["restore", "other", "-o", dir.path().join("x.db").to_str().unwrap(), "-b", &url], &[]);
+    let o = run(
+        &[
+            "restore",
+            "other",
+            "-o",
+            dir.path().join("x.db").to_str().unwrap(),
+            "-b",
+            &url,
+        ],
+        &[],
+    );
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("no backup of 'other'"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no backup of 'other'"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!dir.path().join("x.db").exists());
 
     let o = run(&["list", "-b", &url], &[]);

@@ -21,7 +21,10 @@ fn replicate_busy_database(url: &str, env: &Env, endpoint: Option<String>, dir: 
     let mut work = Workload::open(&db, 42);
     work.run(3_000, Some(1_800));
     let pages = work.page_count();
-    assert!(pages > 1_000, "the workload should grow the database past 1 000 pages, got {pages}");
+    assert!(
+        pages > 1_000,
+        "the workload should grow the database past 1 000 pages, got {pages}"
+    );
     w.stop();
     let files = remote_files(url, "busy", endpoint);
     let last = assert_contiguous_l0(&files);
@@ -56,10 +59,20 @@ fn restarts_continue_the_chain(url: &str, env: &Env, endpoint: Option<String>, d
     let files = remote_files(url, "restart", endpoint);
     let last = assert_contiguous_l0(&files);
     assert!(last > after_first, "the chain must grow after restarts");
-    let full: Vec<_> = files.iter().filter(|(id, h, n)| id.min_txid == 1 || u64::from(h.commit) == *n).collect();
-    assert_eq!(full.len(), 1, "only the first file may hold the whole database: {full:?}");
+    let full: Vec<_> = files
+        .iter()
+        .filter(|(id, h, n)| id.min_txid == 1 || u64::from(h.commit) == *n)
+        .collect();
+    assert_eq!(
+        full.len(),
+        1,
+        "only the first file may hold the whole database: {full:?}"
+    );
     let log_text = std::fs::read_to_string(&log).unwrap();
-    assert!(log_text.matches("resuming the existing chain").count() >= 1, "restarts must resume:\n{log_text}");
+    assert!(
+        log_text.matches("resuming the existing chain").count() >= 1,
+        "restarts must resume:\n{log_text}"
+    );
     restore_and_compare("restart", &db, url, &dir.join("restored.db"), env);
 }
 
@@ -76,15 +89,24 @@ fn wal_reset_while_down(url: &str, env: &Env, endpoint: Option<String>, dir: &Pa
     work.run(300, None);
     w.stop();
     work.run(100, None);
-    work.conn().query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
+    work.conn()
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
     work.run(100, None);
     let w = Watcher::start(&[&db], url, env, &log);
     work.run(100, None);
     w.stop();
     let files = remote_files(url, "reset", endpoint);
     assert_contiguous_l0(&files);
-    let full: Vec<_> = files.iter().filter(|(id, h, n)| id.min_txid > 1 && u64::from(h.commit) == *n).collect();
-    assert_eq!(full.len(), 1, "exactly one full-database file after the reset: {full:?}");
+    let full: Vec<_> = files
+        .iter()
+        .filter(|(id, h, n)| id.min_txid > 1 && u64::from(h.commit) == *n)
+        .collect();
+    assert_eq!(
+        full.len(),
+        1,
+        "exactly one full-database file after the reset: {full:?}"
+    );
     restore_and_compare("reset", &db, url, &dir.join("restored.db"), env);
 }
 
@@ -117,27 +139,48 @@ fn s3_env(server: &support::s3_server::S3Server) -> Env {
 
 #[test]
 fn s3_replica_round_trip() {
-    let Some(server) = support::s3_server::S3Server::start() else { return };
+    let Some(server) = support::s3_server::S3Server::start() else {
+        return;
+    };
     server.create_bucket("e2e");
     support::s3_server::set_test_aws_env();
     let dir = tempfile::tempdir().unwrap();
-    replicate_busy_database("s3://e2e/backups", &s3_env(&server), Some(server.endpoint.clone()), dir.path());
+    replicate_busy_database(
+        "s3://e2e/backups",
+        &s3_env(&server),
+        Some(server.endpoint.clone()),
+        dir.path(),
+    );
 }
 
 #[test]
 fn s3_replica_restarts() {
-    let Some(server) = support::s3_server::S3Server::start() else { return };
+    let Some(server) = support::s3_server::S3Server::start() else {
+        return;
+    };
     server.create_bucket("e2e-restart");
     support::s3_server::set_test_aws_env();
     let dir = tempfile::tempdir().unwrap();
-    restarts_continue_the_chain("s3://e2e-restart/x/y", &s3_env(&server), Some(server.endpoint.clone()), dir.path());
+    restarts_continue_the_chain(
+        "s3://e2e-restart/x/y",
+        &s3_env(&server),
+        Some(server.endpoint.clone()),
+        dir.path(),
+    );
 }
 
 #[test]
 fn s3_replica_wal_reset_while_down() {
-    let Some(server) = support::s3_server::S3Server::start() else { return };
+    let Some(server) = support::s3_server::S3Server::start() else {
+        return;
+    };
     server.create_bucket("e2e-reset");
     support::s3_server::set_test_aws_env();
     let dir = tempfile::tempdir().unwrap();
-    wal_reset_while_down("s3://e2e-reset", &s3_env(&server), Some(server.endpoint.clone()), dir.path());
+    wal_reset_while_down(
+        "s3://e2e-reset",
+        &s3_env(&server),
+        Some(server.endpoint.clone()),
+        dir.path(),
+    );
 }

@@ -23,18 +23,34 @@ pub struct Watcher {
 
 impl Watcher {
     pub fn start(dbs: &[&Path], url: &str, env: &[(&'static str, String)], log: &Path) -> Watcher {
-        let logf = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
         let mut cmd = Command::new(bin());
-        cmd.arg("watch").args(dbs).args(["-b", url, "--sync-interval", "100ms", "-v"]);
+        cmd.arg("watch")
+            .args(dbs)
+            .args(["-b", url, "--sync-interval", "100ms", "-v"]);
         cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
         cmd.stdout(Stdio::null()).stderr(logf.try_clone().unwrap());
-        let before = std::fs::read_to_string(log).unwrap_or_default().matches(READY).count();
+        let before = std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .matches(READY)
+            .count();
         let child = cmd.spawn().expect("spawning walvault watch");
-        let w = Watcher { child: Some(child), log: log.to_path_buf() };
+        let w = Watcher {
+            child: Some(child),
+            log: log.to_path_buf(),
+        };
         // Ready once every database holds its read lock and knows the replica's tip.
         let start = Instant::now();
         while w.log_text().matches(READY).count() < before + dbs.len() {
-            assert!(start.elapsed() < Duration::from_secs(60), "walvault watch did not start:\n{}", w.log_text());
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "walvault watch did not start:\n{}",
+                w.log_text()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         w
@@ -43,10 +59,19 @@ impl Watcher {
     /// SIGTERM, then wait: a clean stop must exit 0 after shipping everything.
     pub fn stop(mut self) {
         let mut child = self.child.take().unwrap();
-        let st = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+        let st = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
         assert!(st.success());
         let status = wait_timeout(&mut child, Duration::from_secs(60));
-        assert_eq!(status, Some(0), "walvault watch did not exit 0 on SIGTERM; log:\n{}", self.log_text());
+        assert_eq!(
+            status,
+            Some(0),
+            "walvault watch did not exit 0 on SIGTERM; log:\n{}",
+            self.log_text()
+        );
     }
 
     /// SIGKILL: no chance to finish anything.
@@ -86,7 +111,8 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<i32> {
 
 pub fn run(args: &[&str], env: &[(&'static str, String)]) -> Output {
     let mut cmd = Command::new(bin());
-    cmd.args(args).envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    cmd.args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
     cmd.output().expect("running walvault")
 }
 
@@ -113,12 +139,18 @@ impl Workload {
         let conn = Connection::open(path).unwrap();
         conn.busy_timeout(Duration::from_secs(10)).unwrap();
         conn.execute_batch("PRAGMA synchronous=NORMAL").unwrap();
-        Workload { conn, x: seed | 1, commits: 0 }
+        Workload {
+            conn,
+            x: seed | 1,
+            commits: 0,
+        }
     }
 
     /// The application's own checkpoints off: only walvault checkpoints.
     pub fn without_autocheckpoint(self) -> Workload {
-        self.conn.execute_batch("PRAGMA wal_autocheckpoint=0").unwrap();
+        self.conn
+            .execute_batch("PRAGMA wal_autocheckpoint=0")
+            .unwrap();
         self
     }
 
@@ -142,25 +174,34 @@ impl Workload {
                 let id = (r >> 8) % 2_000;
                 match r % 10 {
                     0..=3 => {
-                        tx.execute("INSERT OR REPLACE INTO kv (id, v) VALUES (?1, ?2)", rusqlite::params![id as i64, format!("v{r:x}")]).unwrap();
+                        tx.execute(
+                            "INSERT OR REPLACE INTO kv (id, v) VALUES (?1, ?2)",
+                            rusqlite::params![id as i64, format!("v{r:x}")],
+                        )
+                        .unwrap();
                     }
                     4 | 5 => {
-                        tx.execute("UPDATE kv SET v = v || 'u' WHERE id = ?1", [id as i64]).unwrap();
+                        tx.execute("UPDATE kv SET v = v || 'u' WHERE id = ?1", [id as i64])
+                            .unwrap();
                     }
                     6 => {
-                        tx.execute("DELETE FROM kv WHERE id = ?1", [id as i64]).unwrap();
+                        tx.execute("DELETE FROM kv WHERE id = ?1", [id as i64])
+                            .unwrap();
                     }
                     _ => {
                         let len = 3_000 + (r >> 16) % 6_000;
-                        let blob: Vec<u8> = (0..len).map(|j| (j as u64 ^ r) as u8).collect();
-                        tx.execute("INSERT INTO big (data) VALUES (?1)", [blob]).unwrap();
+                        let blob: Vec<u8> = (0..len).map(|j| (j ^ r) as u8).collect();
+                        tx.execute("INSERT INTO big (data) VALUES (?1)", [blob])
+                            .unwrap();
                     }
                 }
             }
             tx.commit().unwrap();
             self.commits += 1;
             if vacuum_at == Some(i) {
-                self.conn.execute_batch("DELETE FROM big WHERE id % 3 = 0; VACUUM;").unwrap();
+                self.conn
+                    .execute_batch("DELETE FROM big WHERE id % 3 = 0; VACUUM;")
+                    .unwrap();
                 self.commits += 2;
             }
             if i % 100 == 0 {
@@ -170,45 +211,87 @@ impl Workload {
     }
 
     pub fn page_count(&self) -> u64 {
-        self.conn.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap()
+        self.conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap()
     }
 }
 
 /// Folds the WAL into the database file so the file holds the source's final state.
 pub fn checkpoint_truncate(path: &Path) {
     let c = Connection::open(path).unwrap();
-    let (busy, _, _): (i64, i64, i64) =
-        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap();
+    let (busy, _, _): (i64, i64, i64) = c
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
     assert_eq!(busy, 0, "checkpoint of the source was busy");
 }
 
 pub fn page_size(path: &Path) -> usize {
-    Connection::open(path).unwrap().query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap()
+    Connection::open(path)
+        .unwrap()
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .unwrap()
 }
 
 /// Restores `name` with the real binary and compares it page for page with `source`.
-pub fn restore_and_compare(name: &str, source: &Path, url: &str, out: &Path, env: &[(&'static str, String)]) -> u64 {
-    let o = run(&["restore", name, "-o", out.to_str().unwrap(), "-b", url], env);
-    assert!(o.status.success(), "restore failed: {}", String::from_utf8_lossy(&o.stderr));
+pub fn restore_and_compare(
+    name: &str,
+    source: &Path,
+    url: &str,
+    out: &Path,
+    env: &[(&'static str, String)],
+) -> u64 {
+    let o = run(
+        &["restore", name, "-o", out.to_str().unwrap(), "-b", url],
+        env,
+    );
+    assert!(
+        o.status.success(),
+        "restore failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     checkpoint_truncate(source);
     let pages = walvault::compare::compare_pages(source, out, page_size(source)).unwrap();
-    let ok: String = Connection::open(out).unwrap().query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let ok: String = Connection::open(out)
+        .unwrap()
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(ok, "ok");
     pages
 }
 
 /// The LTX files of `name` in the replica, with their headers.
-pub fn remote_files(url: &str, name: &str, endpoint: Option<String>) -> Vec<(walvault_engine::keys::FileId, walvault_engine::ltx::Header, u64)> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+pub fn remote_files(
+    url: &str,
+    name: &str,
+    endpoint: Option<String>,
+) -> Vec<(
+    walvault_engine::keys::FileId,
+    walvault_engine::ltx::Header,
+    u64,
+)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let url = walvault::storage::ReplicaUrl::parse(url).unwrap();
-        let opts = walvault::storage::StoreOptions { endpoint, ..Default::default() };
+        let opts = walvault::storage::StoreOptions {
+            endpoint,
+            ..Default::default()
+        };
         let store = walvault::storage::Store::open(&url, &opts).await.unwrap();
         let files = walvault::remote::list_files(&store, name).await.unwrap();
         let mut out = Vec::new();
         for f in files {
-            let bytes = store.get(&walvault::remote::key(&store, name, f.id)).await.unwrap();
-            let (h, pages, _) = walvault_engine::ltx::decode_all(&bytes).expect("every stored file decodes");
+            let bytes = store
+                .get(&walvault::remote::key(&store, name, f.id))
+                .await
+                .unwrap();
+            let (h, pages, _) =
+                walvault_engine::ltx::decode_all(&bytes).expect("every stored file decodes");
             out.push((f.id, h, pages.len() as u64));
         }
         out
@@ -216,12 +299,25 @@ pub fn remote_files(url: &str, name: &str, endpoint: Option<String>) -> Vec<(wal
 }
 
 /// Level-0 TXIDs must form one contiguous chain from 1 with no duplicates.
-pub fn assert_contiguous_l0(files: &[(walvault_engine::keys::FileId, walvault_engine::ltx::Header, u64)]) -> u64 {
-    let mut l0: Vec<_> = files.iter().filter(|(id, _, _)| id.level == 0).map(|(id, _, _)| *id).collect();
+pub fn assert_contiguous_l0(
+    files: &[(
+        walvault_engine::keys::FileId,
+        walvault_engine::ltx::Header,
+        u64,
+    )],
+) -> u64 {
+    let mut l0: Vec<_> = files
+        .iter()
+        .filter(|(id, _, _)| id.level == 0)
+        .map(|(id, _, _)| *id)
+        .collect();
     l0.sort();
     let mut next = 1;
     for id in &l0 {
-        assert_eq!(id.min_txid, next, "L0 chain broken at {id:?}; chain: {l0:?}");
+        assert_eq!(
+            id.min_txid, next,
+            "L0 chain broken at {id:?}; chain: {l0:?}"
+        );
         next = id.max_txid + 1;
     }
     next - 1

@@ -6,12 +6,24 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "walvault", version, about = "Continuous replication of SQLite databases to S3-compatible storage or a directory, Litestream 0.5 compatible")]
-#[command(after_help = "Exit codes: 0 success, 1 failure (the message says what to do), 2 invalid usage.\n\
-Replica URLs: file:///path/to/dir (no server needed) or s3://bucket/prefix (endpoint from --endpoint or AWS_ENDPOINT_URL_S3, credentials from the standard AWS chain).")]
+#[command(
+    name = "walvault",
+    version,
+    about = "Continuous replication of SQLite databases to S3-compatible storage or a directory, Litestream 0.5 compatible"
+)]
+#[command(
+    after_help = "Exit codes: 0 success, 1 failure (the message says what to do), 2 invalid usage.\n\
+Replica URLs: file:///path/to/dir (no server needed) or s3://bucket/prefix (endpoint from --endpoint or AWS_ENDPOINT_URL_S3, credentials from the standard AWS chain)."
+)]
 pub struct Cli {
     /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value = "human", env = "WALVAULT_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "human",
+        env = "WALVAULT_LOG_FORMAT"
+    )]
     pub log_format: LogFormat,
     /// More detail in logs (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -29,7 +41,12 @@ pub enum LogFormat {
 #[derive(Args, Debug, Clone)]
 pub struct StoreArgs {
     /// Replica URL: file:///dir or s3://bucket/prefix.
-    #[arg(short = 'b', long = "replica", value_name = "URL", env = "WALVAULT_REPLICA")]
+    #[arg(
+        short = 'b',
+        long = "replica",
+        value_name = "URL",
+        env = "WALVAULT_REPLICA"
+    )]
     pub replica: String,
     /// S3 endpoint for S3-compatible servers (MinIO, R2, ...); path-style addressing is used with it.
     #[arg(long, value_name = "URL")]
@@ -125,7 +142,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         Some(i) => (&s[..i], &s[i..]),
         None => (s, "s"),
     };
-    let n: f64 = num.parse().map_err(|_| format!("invalid duration '{s}': use e.g. 1s, 500ms, 2m"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration '{s}': use e.g. 1s, 500ms, 2m"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" => n,

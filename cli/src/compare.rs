@@ -13,7 +13,11 @@ pub fn compare_pages(a: &Path, b: &Path, page_size: usize) -> Result<u64> {
     let mut fb = File::open(b).with_context(|| format!("opening {}", b.display()))?;
     let (la, lb) = (fa.metadata()?.len(), fb.metadata()?.len());
     if la != lb {
-        bail!("{} is {la} bytes but {} is {lb} bytes", a.display(), b.display());
+        bail!(
+            "{} is {la} bytes but {} is {lb} bytes",
+            a.display(),
+            b.display()
+        );
     }
     let mut pa = vec![0u8; page_size];
     let mut pb = vec![0u8; page_size];
@@ -23,7 +27,11 @@ pub fn compare_pages(a: &Path, b: &Path, page_size: usize) -> Result<u64> {
         fb.read_exact(&mut pb)?;
         if pa != pb {
             let at = pa.iter().zip(&pb).position(|(x, y)| x != y).unwrap_or(0);
-            bail!("page {pgno} differs (first at byte {at}) between {} and {}", a.display(), b.display());
+            bail!(
+                "page {pgno} differs (first at byte {at}) between {} and {}",
+                a.display(),
+                b.display()
+            );
         }
     }
     Ok(pages)

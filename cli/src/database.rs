@@ -52,8 +52,11 @@ impl Database {
         if !path.exists() {
             bail!("database {} does not exist: check the path", path.display());
         }
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .with_context(|| format!("opening database {}", path.display()))?;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .with_context(|| format!("opening database {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -98,7 +101,9 @@ impl Database {
             )
             .context("writing the _walvault_seq row")?;
         self.conn.execute_batch("BEGIN")?;
-        let _: i64 = self.conn.query_row("SELECT COUNT(1) FROM _walvault_seq", [], |r| r.get(0))?;
+        let _: i64 = self
+            .conn
+            .query_row("SELECT COUNT(1) FROM _walvault_seq", [], |r| r.get(0))?;
         self.in_read_tx = true;
         Ok(())
     }
@@ -116,21 +121,26 @@ impl Database {
     /// a failed attempt costs nothing. Returns whether writers are now blocked.
     pub fn lock_writers(&mut self) -> Result<bool> {
         if self.writer.is_none() {
-            let w = Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+            let w = Connection::open_with_flags(
+                &self.path,
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
             w.execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -64;")?;
             self.writer = Some(w);
         }
-        let Some(w) = self.writer.as_ref() else { return Ok(false) };
+        let Some(w) = self.writer.as_ref() else {
+            return Ok(false);
+        };
         w.busy_timeout(std::time::Duration::from_millis(100))?;
         Ok(w.execute_batch("BEGIN IMMEDIATE").is_ok())
     }
 
     /// Lets writers go (the read lock was never released).
     pub fn unlock_writers(&mut self) -> Result<()> {
-        if let Some(w) = self.writer.take() {
-            if !w.is_autocommit() {
-                w.execute_batch("ROLLBACK")?;
-            }
+        if let Some(w) = self.writer.take()
+            && !w.is_autocommit()
+        {
+            w.execute_batch("ROLLBACK")?;
         }
         Ok(())
     }
@@ -142,13 +152,16 @@ impl Database {
     /// that nothing it had not shipped was in it.
     pub fn checkpoint(&mut self, mode: CheckpointMode) -> Result<CheckpointResult> {
         self.release_read_lock()?;
-        let mut result = checkpoint_row(&self.conn, "PRAGMA wal_checkpoint(PASSIVE)").context("running a PASSIVE checkpoint");
+        let mut result = checkpoint_row(&self.conn, "PRAGMA wal_checkpoint(PASSIVE)")
+            .context("running a PASSIVE checkpoint");
         self.unlock_writers()?;
         if mode == CheckpointMode::Truncate && result.is_ok() {
             // Writers may slip in between letting them go and this: the engine answers
             // a TRUNCATE with a full snapshot for that reason.
-            self.conn.busy_timeout(std::time::Duration::from_millis(500))?;
-            result = checkpoint_row(&self.conn, "PRAGMA wal_checkpoint(TRUNCATE)").context("running a TRUNCATE checkpoint");
+            self.conn
+                .busy_timeout(std::time::Duration::from_millis(500))?;
+            result = checkpoint_row(&self.conn, "PRAGMA wal_checkpoint(TRUNCATE)")
+                .context("running a TRUNCATE checkpoint");
             self.conn.busy_timeout(std::time::Duration::from_secs(5))?;
         }
         let reacquire = self.acquire_read_lock();
@@ -163,13 +176,21 @@ impl Database {
 
     /// Page access for building files, through the long-lived database handle.
     pub fn pages(&self) -> FilePages<'_> {
-        FilePages { wal: File::open(&self.wal_path).ok(), db: &self.db_file, page_size: u64::from(self.page_size) }
+        FilePages {
+            wal: File::open(&self.wal_path).ok(),
+            db: &self.db_file,
+            page_size: u64::from(self.page_size),
+        }
     }
 }
 
 fn checkpoint_row(conn: &Connection, sql: &str) -> Result<CheckpointResult> {
     Ok(conn.query_row(sql, [], |r| {
-        Ok(CheckpointResult { busy: r.get::<_, i64>(0)? != 0, log_frames: r.get(1)?, checkpointed_frames: r.get(2)? })
+        Ok(CheckpointResult {
+            busy: r.get::<_, i64>(0)? != 0,
+            log_frames: r.get(1)?,
+            checkpointed_frames: r.get(2)?,
+        })
     })?)
 }
 
@@ -189,7 +210,12 @@ pub fn read_wal(db_path: &Path, wal_path: &Path, offset: u64, max_len: u64) -> R
     let file = match File::open(wal_path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(WalChunk { header: None, file_len: 0, db_len, data: Vec::new() });
+            return Ok(WalChunk {
+                header: None,
+                file_len: 0,
+                db_len,
+                data: Vec::new(),
+            });
         }
         Err(e) => return Err(e).with_context(|| format!("opening {}", wal_path.display())),
     };
@@ -210,7 +236,12 @@ pub fn read_wal(db_path: &Path, wal_path: &Path, offset: u64, max_len: u64) -> R
         }
     }
     data.truncate(got);
-    Ok(WalChunk { header, file_len, db_len, data })
+    Ok(WalChunk {
+        header,
+        file_len,
+        db_len,
+        data,
+    })
 }
 
 /// [`PageReader`] over the real WAL and database files.
@@ -224,7 +255,10 @@ impl PageReader for FilePages<'_> {
     fn read_wal_frame(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
         match &self.wal {
             Some(w) => w.read_exact_at(buf, offset),
-            None => Err(std::io::Error::new(std::io::ErrorKind::NotFound, "the WAL file is gone")),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the WAL file is gone",
+            )),
         }
     }
 

@@ -16,7 +16,9 @@ use crate::storage::{ReplicaUrl, Store, StoreOptions};
 use crate::watch::{WatchOptions, watch};
 
 pub async fn run(dir: Option<PathBuf>, duration: Duration) -> Result<()> {
-    let dir = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("walvault-demo-{}", std::process::id())));
+    let dir = dir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("walvault-demo-{}", std::process::id()))
+    });
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let db = dir.join("app.db");
     let replica = dir.join("replica");
@@ -34,8 +36,16 @@ pub async fn run(dir: Option<PathBuf>, duration: Duration) -> Result<()> {
     }
     let url = ReplicaUrl::parse(&format!("file://{}", replica.display()))?;
     let store = Store::open(&url, &StoreOptions::default()).await?;
-    let config = Config { sync_interval_ms: 250, ..Config::default() };
-    let opts = WatchOptions { config, shutdown_timeout: Duration::from_secs(30), max_uploads: 8, snapshot_and_exit: false };
+    let config = Config {
+        sync_interval_ms: 250,
+        ..Config::default()
+    };
+    let opts = WatchOptions {
+        config,
+        shutdown_timeout: Duration::from_secs(30),
+        max_uploads: 8,
+        snapshot_and_exit: false,
+    };
     let writer_db = db.clone();
     let writer = tokio::task::spawn_blocking(move || write_for(&writer_db, duration));
     let stop = async {
@@ -59,13 +69,18 @@ pub async fn run(dir: Option<PathBuf>, duration: Duration) -> Result<()> {
     let Outcome::Restored { txid, files, .. } = restore(&store, &opts).await? else {
         anyhow::bail!("restore did not run");
     };
-    let page_size: usize = Connection::open(&db)?.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    let page_size: usize =
+        Connection::open(&db)?.query_row("PRAGMA page_size", [], |r| r.get(0))?;
     let pages = compare_pages(&db, &restored, page_size)?;
     println!(
         "demo: {commits} transactions replicated; restored TXID {txid:016x} from {files} files; \
          {pages} pages identical to the source; integrity_check ok"
     );
-    println!("demo: replica in {}, restored copy at {}", replica.display(), restored.display());
+    println!(
+        "demo: replica in {}, restored copy at {}",
+        replica.display(),
+        restored.display()
+    );
     Ok(())
 }
 
@@ -86,7 +101,10 @@ fn write_for(db: &std::path::Path, duration: Duration) -> Result<u64> {
                 "INSERT OR REPLACE INTO items (id, name, body) VALUES (?1, ?2, zeroblob(?3))",
                 rusqlite::params![id, format!("item {n}"), (x % 3_000) as i64],
             )?,
-            6..=8 => c.execute("UPDATE items SET name = ?2 WHERE id = ?1", rusqlite::params![id, format!("updated {n}")])?,
+            6..=8 => c.execute(
+                "UPDATE items SET name = ?2 WHERE id = ?1",
+                rusqlite::params![id, format!("updated {n}")],
+            )?,
             _ => c.execute("DELETE FROM items WHERE id = ?1", [id])?,
         };
         n += 1;

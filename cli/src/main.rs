@@ -15,7 +15,11 @@ use walvault_engine::restore_plan::Target;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, cli.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -38,8 +42,11 @@ fn init_logging(format: LogFormat, verbose: u8) {
         1 => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("warn,walvault={default}")));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("warn,walvault={default}")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -53,12 +60,23 @@ async fn open_store(args: &StoreArgs) -> Result<Store> {
         region: args.region.clone(),
         force_path_style: None,
     };
-    Store::open(&url, &opts).await.with_context(|| format!("opening replica {url}"))
+    Store::open(&url, &opts)
+        .await
+        .with_context(|| format!("opening replica {url}"))
 }
 
 async fn run(cmd: Cmd) -> Result<ExitCode> {
     match cmd {
-        Cmd::Watch { dbs, store, sync_interval, shutdown_timeout, max_in_flight, max_uploads, checkpoint_frames, truncate_bytes } => {
+        Cmd::Watch {
+            dbs,
+            store,
+            sync_interval,
+            shutdown_timeout,
+            max_in_flight,
+            max_uploads,
+            checkpoint_frames,
+            truncate_bytes,
+        } => {
             let store = open_store(&store).await?;
             let config = Config {
                 sync_interval_ms: sync_interval.as_millis().max(1) as u64,
@@ -67,7 +85,12 @@ async fn run(cmd: Cmd) -> Result<ExitCode> {
                 truncate_bytes,
                 ..Config::default()
             };
-            let opts = WatchOptions { config, shutdown_timeout, max_uploads, snapshot_and_exit: false };
+            let opts = WatchOptions {
+                config,
+                shutdown_timeout,
+                max_uploads,
+                snapshot_and_exit: false,
+            };
             walvault::watch::watch(&dbs, store, opts, walvault::watch::shutdown_signal()).await?;
         }
         Cmd::Snapshot { db, store } => {
@@ -78,29 +101,61 @@ async fn run(cmd: Cmd) -> Result<ExitCode> {
                 max_uploads: 8,
                 snapshot_and_exit: true,
             };
-            walvault::watch::watch(std::slice::from_ref(&db), store, opts, walvault::watch::shutdown_signal()).await?;
+            walvault::watch::watch(
+                std::slice::from_ref(&db),
+                store,
+                opts,
+                walvault::watch::shutdown_signal(),
+            )
+            .await?;
         }
-        Cmd::Restore { name, output, store, txid, timestamp, force, if_not_exists, dry_run } => {
+        Cmd::Restore {
+            name,
+            output,
+            store,
+            txid,
+            timestamp,
+            force,
+            if_not_exists,
+            dry_run,
+        } => {
             let target = match (txid, timestamp) {
                 (Some(t), _) => Target::Txid(
-                    u64::from_str_radix(t.trim_start_matches("0x"), 16)
-                        .with_context(|| format!("--txid '{t}' is not a hexadecimal TXID (e.g. 00000000000004d2)"))?,
+                    u64::from_str_radix(t.trim_start_matches("0x"), 16).with_context(|| {
+                        format!("--txid '{t}' is not a hexadecimal TXID (e.g. 00000000000004d2)")
+                    })?,
                 ),
                 (None, Some(ts)) => Target::Timestamp(
-                    walvault_engine::time::parse_rfc3339_ms(&ts)
-                        .with_context(|| format!("--timestamp '{ts}' is not RFC 3339 (e.g. 2026-11-21T12:00:00Z)"))?,
+                    walvault_engine::time::parse_rfc3339_ms(&ts).with_context(|| {
+                        format!("--timestamp '{ts}' is not RFC 3339 (e.g. 2026-11-21T12:00:00Z)")
+                    })?,
                 ),
                 (None, None) => Target::Latest,
             };
             let store = open_store(&store).await?;
-            let opts = RestoreOptions { name, output, target, force, if_not_exists, dry_run, integrity_check: true };
+            let opts = RestoreOptions {
+                name,
+                output,
+                target,
+                force,
+                if_not_exists,
+                dry_run,
+                integrity_check: true,
+            };
             match walvault::restore::restore(&store, &opts).await? {
                 Outcome::Restored { txid, files, pages } => {
-                    eprintln!("restored {} to TXID {txid:016x} ({files} files, {pages} pages written)", opts.output.display());
+                    eprintln!(
+                        "restored {} to TXID {txid:016x} ({files} files, {pages} pages written)",
+                        opts.output.display()
+                    );
                 }
                 Outcome::Skipped => eprintln!("{} exists; nothing to do", opts.output.display()),
                 Outcome::DryRun(plan) => {
-                    println!("would restore TXID {:016x} from {} files:", plan.txid, plan.files.len());
+                    println!(
+                        "would restore TXID {:016x} from {} files:",
+                        plan.txid,
+                        plan.files.len()
+                    );
                     for f in &plan.files {
                         println!("  {} ({} bytes)", f.id, f.size);
                     }

@@ -25,9 +25,17 @@ pub struct StateDir {
 
 impl StateDir {
     pub fn for_db(db_path: &Path) -> StateDir {
-        let name = db_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let parent = db_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        StateDir { dir: parent.join(format!(".{name}-walvault")) }
+        let name = db_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let parent = db_path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        StateDir {
+            dir: parent.join(format!(".{name}-walvault")),
+        }
     }
 
     pub fn staging(&self) -> PathBuf {
@@ -39,7 +47,8 @@ impl StateDir {
     pub fn prepare(&self) -> Result<()> {
         let staging = self.staging();
         if staging.exists() {
-            fs::remove_dir_all(&staging).with_context(|| format!("clearing {}", staging.display()))?;
+            fs::remove_dir_all(&staging)
+                .with_context(|| format!("clearing {}", staging.display()))?;
         }
         fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
         Ok(())
@@ -53,36 +62,55 @@ impl StateDir {
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
         // A damaged position file is not fatal: the store is the authority.
-        Ok(serde_json::from_str::<Stored>(&text).ok().map(|s| Position {
-            txid: s.txid,
-            salt1: s.salt1,
-            salt2: s.salt2,
-            wal_end: s.wal_end,
-            commit: s.commit,
-        }))
+        Ok(serde_json::from_str::<Stored>(&text)
+            .ok()
+            .map(|s| Position {
+                txid: s.txid,
+                salt1: s.salt1,
+                salt2: s.salt2,
+                wal_end: s.wal_end,
+                commit: s.commit,
+            }))
     }
 
     pub fn save(&self, p: &Position) -> Result<()> {
-        let s = Stored { txid: p.txid, salt1: p.salt1, salt2: p.salt2, wal_end: p.wal_end, commit: p.commit };
-        write_atomic(&self.dir.join("position.json"), serde_json::to_string(&s)?.as_bytes())
+        let s = Stored {
+            txid: p.txid,
+            salt1: p.salt1,
+            salt2: p.salt2,
+            wal_end: p.wal_end,
+            commit: p.commit,
+        };
+        write_atomic(
+            &self.dir.join("position.json"),
+            serde_json::to_string(&s)?.as_bytes(),
+        )
     }
 }
 
 /// Temp file in the same directory, fsync, rename over the target, fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().context("path has no parent directory")?;
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ));
     {
         let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }
-    fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
     sync_dir(dir)
 }
 
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing directory {}", dir.display()))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing directory {}", dir.display()))
 }
 
 #[cfg(test)]
@@ -96,7 +124,13 @@ mod tests {
         let sd = StateDir::for_db(&db);
         sd.prepare().unwrap();
         assert_eq!(sd.load().unwrap(), None);
-        let p = Position { txid: 42, salt1: 1, salt2: 2, wal_end: 4152, commit: 9 };
+        let p = Position {
+            txid: 42,
+            salt1: 1,
+            salt2: 2,
+            wal_end: 4152,
+            commit: 9,
+        };
         sd.save(&p).unwrap();
         assert_eq!(sd.load().unwrap(), Some(p));
         assert!(sd.dir.ends_with(".app.db-walvault"));

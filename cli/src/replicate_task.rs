@@ -73,18 +73,30 @@ impl DbTask {
     /// Runs until the engine stops (after `shutdown` fires) or halts.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
         let name = self.name.clone();
-        self.db.acquire_read_lock().with_context(|| format!("{name}: taking the read lock"))?;
+        self.db
+            .acquire_read_lock()
+            .with_context(|| format!("{name}: taking the read lock"))?;
         let local = self.state.load()?;
-        let tip = remote::tip(&self.store, &name).await.with_context(|| format!("{name}: reading the replica"))?;
+        let tip = remote::tip(&self.store, &name)
+            .await
+            .with_context(|| format!("{name}: reading the replica"))?;
         info!(db = %name, remote_txid = format_args!("{:016x}", tip.max_txid), "starting replication");
         let page_size = self.db.page_size;
-        self.engine.handle(self.clock.now(), Input::Start { page_size, local, remote: tip });
+        self.engine.handle(
+            self.clock.now(),
+            Input::Start {
+                page_size,
+                local,
+                remote: tip,
+            },
+        );
         let mut shutdown_sent = false;
         loop {
             if *shutdown.borrow() && !shutdown_sent {
                 shutdown_sent = true;
                 let snapshot = self.snapshot_on_stop;
-                self.engine.handle(self.clock.now(), Input::Shutdown { snapshot });
+                self.engine
+                    .handle(self.clock.now(), Input::Shutdown { snapshot });
             }
             while let Some(cmd) = self.engine.poll_command() {
                 if let Some(done) = self.execute(cmd)? {
@@ -118,7 +130,9 @@ impl DbTask {
         let now = self.clock.now();
         match cmd {
             Command::ReadWal { offset, max_len } => {
-                let chunk = tokio::task::block_in_place(|| database::read_wal(&self.db.path, &self.db.wal_path, offset, max_len))?;
+                let chunk = tokio::task::block_in_place(|| {
+                    database::read_wal(&self.db.path, &self.db.wal_path, offset, max_len)
+                })?;
                 self.engine.handle(
                     now,
                     Input::WalRead {
@@ -130,7 +144,11 @@ impl DbTask {
                     },
                 );
             }
-            Command::Upload { file, spec, attempt } => self.upload(file, spec, attempt),
+            Command::Upload {
+                file,
+                spec,
+                attempt,
+            } => self.upload(file, spec, attempt),
             Command::CheckUpload { file, spec } => self.check(file, spec),
             Command::Forget { file } => {
                 if let Some(path) = self.staged.remove(&file) {
@@ -142,7 +160,8 @@ impl DbTask {
                 let ok = tokio::task::block_in_place(|| self.db.lock_writers())
                     .with_context(|| format!("{}: blocking writers for a checkpoint", self.name))?;
                 debug!(db = %self.name, ok, ms = t.elapsed().as_millis() as u64, "writers blocked for a checkpoint");
-                self.engine.handle(self.clock.now(), Input::WritersLocked { ok });
+                self.engine
+                    .handle(self.clock.now(), Input::WritersLocked { ok });
             }
             Command::UnlockWriters => {
                 tokio::task::block_in_place(|| self.db.unlock_writers())
@@ -151,13 +170,16 @@ impl DbTask {
             }
             Command::Checkpoint { mode } => {
                 let t = std::time::Instant::now();
-                let result = tokio::task::block_in_place(|| self.db.checkpoint(mode)).map_err(|e| format!("{e:#}"));
+                let result = tokio::task::block_in_place(|| self.db.checkpoint(mode))
+                    .map_err(|e| format!("{e:#}"));
                 debug!(db = %self.name, ?result, ms = t.elapsed().as_millis() as u64, "checkpoint ran");
-                self.engine.handle(self.clock.now(), Input::CheckpointDone { mode, result });
+                self.engine
+                    .handle(self.clock.now(), Input::CheckpointDone { mode, result });
             }
             Command::Persist(pos) => {
-                tokio::task::block_in_place(|| self.state.save(&pos))
-                    .with_context(|| format!("{}: persisting the replication position", self.name))?;
+                tokio::task::block_in_place(|| self.state.save(&pos)).with_context(|| {
+                    format!("{}: persisting the replication position", self.name)
+                })?;
             }
             Command::Event(e) => self.log_event(e),
             Command::Stopped => {
@@ -186,7 +208,10 @@ impl DbTask {
                 }
                 Err(e) => {
                     warn!(db = %self.name, %file, "could not build file: {e:#}");
-                    let _ = self.tx.send(Completion::Upload { file, result: UploadResult::SourceChanged(format!("{e:#}")) });
+                    let _ = self.tx.send(Completion::Upload {
+                        file,
+                        result: UploadResult::SourceChanged(format!("{e:#}")),
+                    });
                     return;
                 }
             },
@@ -206,18 +231,28 @@ impl DbTask {
                 Err(StoreError::AlreadyExists(_)) => UploadResult::AlreadyExists,
                 Err(StoreError::Ambiguous(m)) => UploadResult::Unknown(m),
                 Err(StoreError::Transient(m)) => UploadResult::Transient(m),
-                Err(e @ (StoreError::Permanent(_) | StoreError::NotFound(_))) => UploadResult::Permanent(e.to_string()),
+                Err(e @ (StoreError::Permanent(_) | StoreError::NotFound(_))) => {
+                    UploadResult::Permanent(e.to_string())
+                }
             };
             let _ = tx.send(Completion::Upload { file, result });
         });
     }
 
     fn stage(&self, file: FileId, spec: &FileSpec) -> Result<PathBuf> {
-        let path = self.state.staging().join(format!("{:04x}-{:016x}-{:016x}.ltx", file.level, file.min_txid, file.max_txid));
+        let path = self.state.staging().join(format!(
+            "{:04x}-{:016x}-{:016x}.ltx",
+            file.level, file.min_txid, file.max_txid
+        ));
         let mut pages = self.db.pages();
-        let out = std::io::BufWriter::new(std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?);
-        let (w, _) = spec::materialize(spec, &mut pages, out).map_err(|e: MaterializeError| anyhow::anyhow!(e))?;
-        let f = w.into_inner().map_err(|e| anyhow::anyhow!("writing {}: {}", path.display(), e.error()))?;
+        let out = std::io::BufWriter::new(
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+        );
+        let (w, _) = spec::materialize(spec, &mut pages, out)
+            .map_err(|e: MaterializeError| anyhow::anyhow!(e))?;
+        let f = w
+            .into_inner()
+            .map_err(|e| anyhow::anyhow!("writing {}: {}", path.display(), e.error()))?;
         f.sync_all()?;
         Ok(path)
     }
@@ -243,7 +278,9 @@ impl DbTask {
                 (_, Err(e)) => CheckResult::Failed(e.to_string()),
                 (Ok(ours), Ok(theirs)) if ours == theirs => CheckResult::Matches,
                 (Ok(_), Ok(_)) => CheckResult::Differs,
-                (Err(e), Ok(_)) => CheckResult::Failed(format!("cannot rebuild our file to compare: {e:#}")),
+                (Err(e), Ok(_)) => {
+                    CheckResult::Failed(format!("cannot rebuild our file to compare: {e:#}"))
+                }
             };
             let _ = tx.send(Completion::Check { file, result });
         });
@@ -252,18 +289,30 @@ impl DbTask {
     fn log_event(&self, e: Event) {
         let db = &self.name;
         match e {
-            Event::SnapshotStarted { txid, reason, pages } => {
+            Event::SnapshotStarted {
+                txid,
+                reason,
+                pages,
+            } => {
                 info!(%db, txid = format_args!("{txid:016x}"), ?reason, pages, "writing a full snapshot")
             }
             Event::FileCut { file, pages, txns } => debug!(%db, %file, pages, txns, "file cut"),
             Event::Durable { txid } => debug!(%db, txid = format_args!("{txid:016x}"), "durable"),
-            Event::UploadRetry { file, attempt, delay_ms, error } => {
+            Event::UploadRetry {
+                file,
+                attempt,
+                delay_ms,
+                error,
+            } => {
                 warn!(%db, %file, attempt, delay_ms, "upload failed, will retry: {error}")
             }
             Event::Resumed { txid, wal_end } => {
                 info!(%db, txid = format_args!("{txid:016x}"), wal_end, "resuming the existing chain")
             }
-            Event::RemoteBehind { local_txid, remote_txid } => error!(
+            Event::RemoteBehind {
+                local_txid,
+                remote_txid,
+            } => error!(
                 %db,
                 "the replica holds TXIDs only up to {remote_txid:016x} but {local_txid:016x} was acknowledged \
                  earlier: the store lost acknowledged writes (or the replica was reset); continuing after the \
@@ -294,7 +343,9 @@ pub fn check_unique_names(names: &[String]) -> Result<()> {
     let mut seen = std::collections::BTreeSet::new();
     for n in names {
         if !seen.insert(n) {
-            bail!("two databases are named '{n}': each database needs a distinct file name (stem) in one replica");
+            bail!(
+                "two databases are named '{n}': each database needs a distinct file name (stem) in one replica"
+            );
         }
     }
     Ok(())

@@ -42,20 +42,33 @@ pub async fn restore(store: &Store, opts: &RestoreOptions) -> Result<Outcome> {
             return Ok(Outcome::Skipped);
         }
         if !opts.force && !opts.dry_run {
-            bail!("refusing to overwrite {}: pass --force to replace it, or choose another -o path", out.display());
+            bail!(
+                "refusing to overwrite {}: pass --force to replace it, or choose another -o path",
+                out.display()
+            );
         }
     }
     let files = remote::list_files(store, &opts.name).await?;
     if files.is_empty() {
-        bail!("no backup of '{}' in this replica: check the name (`walvault list -b URL` shows what is there)", opts.name);
+        bail!(
+            "no backup of '{}' in this replica: check the name (`walvault list -b URL` shows what is there)",
+            opts.name
+        );
     }
-    let plan = restore_plan::plan(&files, opts.target).with_context(|| format!("cannot restore '{}'", opts.name))?;
+    let plan = restore_plan::plan(&files, opts.target)
+        .with_context(|| format!("cannot restore '{}'", opts.name))?;
     if opts.dry_run {
         return Ok(Outcome::DryRun(plan));
     }
-    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let base = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "db".into());
+    let base = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "db".into());
     let tmp = dir.join(format!(".{base}.walvault-restore-{}", std::process::id()));
     let download = dir.join(format!(".{base}.walvault-download-{}", std::process::id()));
     let result = build(store, opts, &plan, &tmp, &download).await;
@@ -72,12 +85,23 @@ pub async fn restore(store: &Store, opts: &RestoreOptions) -> Result<Outcome> {
         let _ = fs::remove_file(wal_path(out));
         let _ = fs::remove_file(shm_path(out));
     }
-    fs::rename(&tmp, out).with_context(|| format!("moving the restored database to {}", out.display()))?;
+    fs::rename(&tmp, out)
+        .with_context(|| format!("moving the restored database to {}", out.display()))?;
     sync_dir(dir)?;
-    Ok(Outcome::Restored { txid: plan.txid, files: plan.files.len(), pages })
+    Ok(Outcome::Restored {
+        txid: plan.txid,
+        files: plan.files.len(),
+        pages,
+    })
 }
 
-async fn build(store: &Store, opts: &RestoreOptions, plan: &Plan, tmp: &Path, download: &Path) -> Result<u64> {
+async fn build(
+    store: &Store,
+    opts: &RestoreOptions,
+    plan: &Plan,
+    tmp: &Path,
+    download: &Path,
+) -> Result<u64> {
     let db = OpenOptions::new()
         .read(true)
         .write(true)
@@ -90,24 +114,39 @@ async fn build(store: &Store, opts: &RestoreOptions, plan: &Plan, tmp: &Path, do
     let mut buf = Vec::new();
     for f in &plan.files {
         let key = remote::key(store, &opts.name, f.id);
-        store.get_to_file(&key, download).await.with_context(|| format!("downloading {key}"))?;
+        store
+            .get_to_file(&key, download)
+            .await
+            .with_context(|| format!("downloading {key}"))?;
         let reader = BufReader::with_capacity(256 * 1024, File::open(download)?);
-        let mut dec = Decoder::new(reader).with_context(|| format!("{key}: not a valid LTX file"))?;
+        let mut dec =
+            Decoder::new(reader).with_context(|| format!("{key}: not a valid LTX file"))?;
         let h = *dec.header();
         if h.min_txid != f.id.min_txid || h.max_txid != f.id.max_txid {
-            bail!("{key}: header covers TXIDs {:016x}-{:016x}, not what its name says", h.min_txid, h.max_txid);
+            bail!(
+                "{key}: header covers TXIDs {:016x}-{:016x}, not what its name says",
+                h.min_txid,
+                h.max_txid
+            );
         }
         if page_size == 0 {
             page_size = h.page_size;
             buf = vec![0u8; page_size as usize];
         } else if page_size != h.page_size {
-            bail!("{key}: page size {} differs from the earlier files' {page_size}", h.page_size);
+            bail!(
+                "{key}: page size {} differs from the earlier files' {page_size}",
+                h.page_size
+            );
         }
-        while let Some(pgno) = dec.next_page(&mut buf).with_context(|| format!("{key}: corrupt page data"))? {
+        while let Some(pgno) = dec
+            .next_page(&mut buf)
+            .with_context(|| format!("{key}: corrupt page data"))?
+        {
             db.write_all_at(&buf, u64::from(pgno - 1) * u64::from(page_size))?;
             pages += 1;
         }
-        dec.finish().with_context(|| format!("{key}: failed its integrity check"))?;
+        dec.finish()
+            .with_context(|| format!("{key}: failed its integrity check"))?;
         commit = h.commit;
     }
     db.set_len(u64::from(commit) * u64::from(page_size))?;
@@ -127,7 +166,8 @@ pub fn integrity_check(path: &Path) -> Result<()> {
     })();
     let _ = fs::remove_file(wal_path(path));
     let _ = fs::remove_file(shm_path(path));
-    let verdict = result.with_context(|| format!("opening the restored database {}", path.display()))?;
+    let verdict =
+        result.with_context(|| format!("opening the restored database {}", path.display()))?;
     if verdict != "ok" {
         bail!("the restored database failed PRAGMA integrity_check: {verdict}");
     }

@@ -23,11 +23,22 @@ pub struct WatchOptions {
 }
 
 /// Replicates `dbs` until `stop` completes (or, for snapshots, until done).
-pub async fn watch(dbs: &[PathBuf], store: Store, opts: WatchOptions, stop: impl std::future::Future<Output = ()>) -> Result<()> {
+pub async fn watch(
+    dbs: &[PathBuf],
+    store: Store,
+    opts: WatchOptions,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<()> {
     tokio::pin!(stop);
-    let names = dbs.iter().map(|p| database::db_name(p)).collect::<Result<Vec<_>>>()?;
+    let names = dbs
+        .iter()
+        .map(|p| database::db_name(p))
+        .collect::<Result<Vec<_>>>()?;
     check_unique_names(&names)?;
-    let opened = dbs.iter().map(|p| Database::open(p)).collect::<Result<Vec<_>>>()?;
+    let opened = dbs
+        .iter()
+        .map(|p| Database::open(p))
+        .collect::<Result<Vec<_>>>()?;
     store.check().await.context("the replica is not usable")?;
     let store = Arc::new(store);
     let uploads = Arc::new(Semaphore::new(opts.max_uploads.max(1)));
@@ -36,7 +47,13 @@ pub async fn watch(dbs: &[PathBuf], store: Store, opts: WatchOptions, stop: impl
     for (i, db) in opened.into_iter().enumerate() {
         let mut cfg = opts.config.clone();
         cfg.seed = crate::clock::seed(&names[i]);
-        let task = DbTask::new(db, Arc::clone(&store), cfg, Arc::clone(&uploads), opts.snapshot_and_exit)?;
+        let task = DbTask::new(
+            db,
+            Arc::clone(&store),
+            cfg,
+            Arc::clone(&uploads),
+            opts.snapshot_and_exit,
+        )?;
         tasks.spawn(task.run(stop_rx.clone()));
     }
     info!(databases = names.len(), "watching");
@@ -56,7 +73,11 @@ pub async fn watch(dbs: &[PathBuf], store: Store, opts: WatchOptions, stop: impl
         }
     }
     let _ = stop_tx.send(true);
-    let deadline = tokio::time::sleep(if opts.snapshot_and_exit { Duration::from_secs(3600) } else { opts.shutdown_timeout });
+    let deadline = tokio::time::sleep(if opts.snapshot_and_exit {
+        Duration::from_secs(3600)
+    } else {
+        opts.shutdown_timeout
+    });
     tokio::pin!(deadline);
     loop {
         tokio::select! {
@@ -94,13 +115,14 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -12,7 +12,10 @@ pub struct BackoffConfig {
 
 impl Default for BackoffConfig {
     fn default() -> Self {
-        BackoffConfig { base_ms: 100, max_ms: 30_000 }
+        BackoffConfig {
+            base_ms: 100,
+            max_ms: 30_000,
+        }
     }
 }
 
@@ -25,12 +28,19 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(cfg: BackoffConfig, seed: u64) -> Self {
-        Backoff { cfg, rng: ChaCha8Rng::seed_from_u64(seed) }
+        Backoff {
+            cfg,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
     }
 
     pub fn ceiling(&self, attempt: u32) -> u64 {
         let shift = attempt.saturating_sub(1).min(40);
-        self.cfg.base_ms.saturating_mul(1u64 << shift).min(self.cfg.max_ms).max(1)
+        self.cfg
+            .base_ms
+            .saturating_mul(1u64 << shift)
+            .min(self.cfg.max_ms)
+            .max(1)
     }
 
     pub fn delay(&mut self, attempt: u32) -> u64 {
@@ -45,7 +55,10 @@ mod tests {
 
     #[test]
     fn delays_are_bounded_and_seeded() {
-        let cfg = BackoffConfig { base_ms: 100, max_ms: 5_000 };
+        let cfg = BackoffConfig {
+            base_ms: 100,
+            max_ms: 5_000,
+        };
         let mut a = Backoff::new(cfg, 7);
         let mut b = Backoff::new(cfg, 7);
         for attempt in 1..30 {

@@ -26,7 +26,12 @@ pub struct FileId {
 
 impl fmt::Display for FileId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "L{} {}", self.level, file_name(self.min_txid, self.max_txid))
+        write!(
+            f,
+            "L{} {}",
+            self.level,
+            file_name(self.min_txid, self.max_txid)
+        )
     }
 }
 
@@ -52,7 +57,11 @@ pub fn db_prefix(layout: Layout, db: &str) -> String {
 }
 
 pub fn ltx_key(layout: Layout, db: &str, id: FileId) -> String {
-    format!("{}{}", level_prefix(layout, db, id.level), file_name(id.min_txid, id.max_txid))
+    format!(
+        "{}{}",
+        level_prefix(layout, db, id.level),
+        file_name(id.min_txid, id.max_txid)
+    )
 }
 
 /// Parses a key relative to [`db_prefix`] (e.g. `0000/0000000000000001-0000000000000001.ltx`).
@@ -77,7 +86,11 @@ pub fn parse_rel_key(layout: Layout, rel: &str) -> Option<FileId> {
     if level > SNAPSHOT_LEVEL {
         return None;
     }
-    Some(FileId { level, min_txid: min, max_txid: max })
+    Some(FileId {
+        level,
+        min_txid: min,
+        max_txid: max,
+    })
 }
 
 /// Parses `<min %016x>-<max %016x>.ltx`.
@@ -98,24 +111,57 @@ mod tests {
 
     #[test]
     fn s3_layout_matches_litestream() {
-        let id = FileId { level: 0, min_txid: 7, max_txid: 7 };
-        assert_eq!(ltx_key(Layout::S3, "app", id), "app/0000/0000000000000007-0000000000000007.ltx");
-        let snap = FileId { level: 9, min_txid: 1, max_txid: 0x4d2 };
-        assert_eq!(ltx_key(Layout::S3, "app", snap), "app/0009/0000000000000001-00000000000004d2.ltx");
-        assert_eq!(parse_rel_key(Layout::S3, "0009/0000000000000001-00000000000004d2.ltx"), Some(snap));
+        let id = FileId {
+            level: 0,
+            min_txid: 7,
+            max_txid: 7,
+        };
+        assert_eq!(
+            ltx_key(Layout::S3, "app", id),
+            "app/0000/0000000000000007-0000000000000007.ltx"
+        );
+        let snap = FileId {
+            level: 9,
+            min_txid: 1,
+            max_txid: 0x4d2,
+        };
+        assert_eq!(
+            ltx_key(Layout::S3, "app", snap),
+            "app/0009/0000000000000001-00000000000004d2.ltx"
+        );
+        assert_eq!(
+            parse_rel_key(Layout::S3, "0009/0000000000000001-00000000000004d2.ltx"),
+            Some(snap)
+        );
     }
 
     #[test]
     fn file_layout_matches_litestream() {
-        let id = FileId { level: 1, min_txid: 1, max_txid: 16 };
-        assert_eq!(ltx_key(Layout::File, "db", id), "db/ltx/1/0000000000000001-0000000000000010.ltx");
-        assert_eq!(parse_rel_key(Layout::File, "1/0000000000000001-0000000000000010.ltx"), Some(id));
+        let id = FileId {
+            level: 1,
+            min_txid: 1,
+            max_txid: 16,
+        };
+        assert_eq!(
+            ltx_key(Layout::File, "db", id),
+            "db/ltx/1/0000000000000001-0000000000000010.ltx"
+        );
+        assert_eq!(
+            parse_rel_key(Layout::File, "1/0000000000000001-0000000000000010.ltx"),
+            Some(id)
+        );
     }
 
     #[test]
     fn rejects_foreign_keys() {
-        for k in ["0000/x.ltx", "0000/0000000000000002-0000000000000001.ltx", "000a/0000000000000000-0000000000000001.ltx",
-                  "zz/0000000000000001-0000000000000001.ltx", "0000/0000000000000001-0000000000000001.ltx.tmp", "0000"] {
+        for k in [
+            "0000/x.ltx",
+            "0000/0000000000000002-0000000000000001.ltx",
+            "000a/0000000000000000-0000000000000001.ltx",
+            "zz/0000000000000001-0000000000000001.ltx",
+            "0000/0000000000000001-0000000000000001.ltx.tmp",
+            "0000",
+        ] {
             assert_eq!(parse_rel_key(Layout::S3, k), None, "{k}");
         }
     }

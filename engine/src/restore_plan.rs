@@ -48,7 +48,10 @@ pub fn plan(files: &[RemoteFile], target: Target) -> Result<Plan, PlanError> {
         return Err(PlanError::Empty);
     }
     let eligible: Vec<&RemoteFile> = match target {
-        Target::Timestamp(ts) => files.iter().filter(|f| f.timestamp_ms.is_some_and(|t| t <= ts)).collect(),
+        Target::Timestamp(ts) => files
+            .iter()
+            .filter(|f| f.timestamp_ms.is_some_and(|t| t <= ts))
+            .collect(),
         _ => files.iter().collect(),
     };
     if eligible.is_empty() {
@@ -58,13 +61,19 @@ pub fn plan(files: &[RemoteFile], target: Target) -> Result<Plan, PlanError> {
     let goal = match target {
         Target::Txid(t) => {
             if t > newest || t == 0 {
-                return Err(PlanError::Unreachable { target: t, reached: newest });
+                return Err(PlanError::Unreachable {
+                    target: t,
+                    reached: newest,
+                });
             }
             t
         }
         _ => newest,
     };
-    let within: Vec<&RemoteFile> = eligible.into_iter().filter(|f| f.id.max_txid <= goal).collect();
+    let within: Vec<&RemoteFile> = eligible
+        .into_iter()
+        .filter(|f| f.id.max_txid <= goal)
+        .collect();
 
     // Start from the newest snapshot-level file that fits, as Litestream does.
     let mut chosen: Vec<RemoteFile> = Vec::new();
@@ -94,12 +103,18 @@ pub fn plan(files: &[RemoteFile], target: Target) -> Result<Plan, PlanError> {
             }
             None if current == 0 => return Err(PlanError::NoSnapshot),
             None if matches!(target, Target::Txid(_)) => {
-                return Err(PlanError::Unreachable { target: goal, reached: current });
+                return Err(PlanError::Unreachable {
+                    target: goal,
+                    reached: current,
+                });
             }
             None => return Err(PlanError::Gap { after: current }),
         }
     }
-    Ok(Plan { files: chosen, txid: current })
+    Ok(Plan {
+        files: chosen,
+        txid: current,
+    })
 }
 
 #[cfg(test)]
@@ -107,16 +122,34 @@ mod tests {
     use super::*;
 
     fn f(level: u8, min: u64, max: u64) -> RemoteFile {
-        RemoteFile { id: FileId { level, min_txid: min, max_txid: max }, size: 1, timestamp_ms: Some(max as i64 * 1000) }
+        RemoteFile {
+            id: FileId {
+                level,
+                min_txid: min,
+                max_txid: max,
+            },
+            size: 1,
+            timestamp_ms: Some(max as i64 * 1000),
+        }
     }
 
     fn ids(p: &Plan) -> Vec<(u8, u64, u64)> {
-        p.files.iter().map(|f| (f.id.level, f.id.min_txid, f.id.max_txid)).collect()
+        p.files
+            .iter()
+            .map(|f| (f.id.level, f.id.min_txid, f.id.max_txid))
+            .collect()
     }
 
     #[test]
     fn latest_prefers_snapshot_then_highest_levels() {
-        let files = vec![f(0, 1, 1), f(0, 2, 2), f(0, 3, 3), f(0, 4, 4), f(1, 1, 3), f(9, 1, 2)];
+        let files = vec![
+            f(0, 1, 1),
+            f(0, 2, 2),
+            f(0, 3, 3),
+            f(0, 4, 4),
+            f(1, 1, 3),
+            f(9, 1, 2),
+        ];
         let p = plan(&files, Target::Latest).unwrap();
         assert_eq!(ids(&p), vec![(9, 1, 2), (1, 1, 3), (0, 4, 4)]);
         assert_eq!(p.txid, 4);
@@ -125,28 +158,49 @@ mod tests {
     #[test]
     fn txid_target_stops_exactly() {
         let files = vec![f(0, 1, 1), f(0, 2, 2), f(0, 3, 3), f(1, 1, 3)];
-        assert_eq!(ids(&plan(&files, Target::Txid(2)).unwrap()), vec![(0, 1, 1), (0, 2, 2)]);
-        assert_eq!(plan(&files, Target::Txid(9)), Err(PlanError::Unreachable { target: 9, reached: 3 }));
+        assert_eq!(
+            ids(&plan(&files, Target::Txid(2)).unwrap()),
+            vec![(0, 1, 1), (0, 2, 2)]
+        );
+        assert_eq!(
+            plan(&files, Target::Txid(9)),
+            Err(PlanError::Unreachable {
+                target: 9,
+                reached: 3
+            })
+        );
     }
 
     #[test]
     fn gap_is_an_error() {
         let files = vec![f(0, 1, 1), f(0, 2, 2), f(0, 4, 4)];
-        assert_eq!(plan(&files, Target::Latest), Err(PlanError::Gap { after: 2 }));
-        assert_eq!(plan(&[f(0, 2, 2)], Target::Latest), Err(PlanError::NoSnapshot));
+        assert_eq!(
+            plan(&files, Target::Latest),
+            Err(PlanError::Gap { after: 2 })
+        );
+        assert_eq!(
+            plan(&[f(0, 2, 2)], Target::Latest),
+            Err(PlanError::NoSnapshot)
+        );
     }
 
     #[test]
     fn full_file_mid_chain_supersedes() {
         // A full-database file 3..5 written after a lost file: restore latest skips 4.
         let files = vec![f(0, 1, 1), f(0, 2, 2), f(0, 4, 4), f(0, 3, 5), f(0, 6, 6)];
-        assert_eq!(ids(&plan(&files, Target::Latest).unwrap()), vec![(0, 1, 1), (0, 2, 2), (0, 3, 5), (0, 6, 6)]);
+        assert_eq!(
+            ids(&plan(&files, Target::Latest).unwrap()),
+            vec![(0, 1, 1), (0, 2, 2), (0, 3, 5), (0, 6, 6)]
+        );
     }
 
     #[test]
     fn timestamp_picks_newest_at_or_before() {
         let files = vec![f(0, 1, 1), f(0, 2, 2), f(0, 3, 3)];
         assert_eq!(plan(&files, Target::Timestamp(2_500)).unwrap().txid, 2);
-        assert_eq!(plan(&files, Target::Timestamp(500)), Err(PlanError::TooEarly));
+        assert_eq!(
+            plan(&files, Target::Timestamp(500)),
+            Err(PlanError::TooEarly)
+        );
     }
 }

@@ -64,8 +64,15 @@ pub trait PageReader {
 pub enum MaterializeError {
     #[error("reading source pages: {0}")]
     Io(#[from] std::io::Error),
-    #[error("WAL frame at offset {offset} changed underneath (expected page {pgno} of salts {salt1:08x}/{salt2:08x})")]
-    SourceChanged { offset: u64, pgno: u32, salt1: u32, salt2: u32 },
+    #[error(
+        "WAL frame at offset {offset} changed underneath (expected page {pgno} of salts {salt1:08x}/{salt2:08x})"
+    )]
+    SourceChanged {
+        offset: u64,
+        pgno: u32,
+        salt1: u32,
+        salt2: u32,
+    },
     #[error("encoding LTX: {0}")]
     Ltx(#[from] LtxError),
 }
@@ -83,21 +90,22 @@ pub fn materialize<W: Write>(
     if let Some(prev) = spec.prev_commit {
         enc.require_growth_pages(prev);
     }
-    let mut put = |enc: &mut Encoder<W>, pgno: u32, source: PageSource| -> Result<(), MaterializeError> {
-        match source {
-            PageSource::Wal(offset) => {
-                src.read_wal_frame(offset, &mut frame)?;
-                check_frame(&frame, offset, pgno, h)?;
-                enc.write_page(pgno, &frame[FRAME_HEADER_SIZE as usize..])?;
+    let mut put =
+        |enc: &mut Encoder<W>, pgno: u32, source: PageSource| -> Result<(), MaterializeError> {
+            match source {
+                PageSource::Wal(offset) => {
+                    src.read_wal_frame(offset, &mut frame)?;
+                    check_frame(&frame, offset, pgno, h)?;
+                    enc.write_page(pgno, &frame[FRAME_HEADER_SIZE as usize..])?;
+                }
+                PageSource::Db => {
+                    let page = &mut frame[FRAME_HEADER_SIZE as usize..];
+                    src.read_db_page(pgno, page)?;
+                    enc.write_page(pgno, page)?;
+                }
             }
-            PageSource::Db => {
-                let page = &mut frame[FRAME_HEADER_SIZE as usize..];
-                src.read_db_page(pgno, page)?;
-                enc.write_page(pgno, page)?;
-            }
-        }
-        Ok(())
-    };
+            Ok(())
+        };
     match &spec.pages {
         PageSet::List(pages) => {
             for &(pgno, source) in pages {
@@ -130,7 +138,12 @@ pub fn materialize<W: Write>(
 fn check_frame(frame: &[u8], offset: u64, pgno: u32, h: &Header) -> Result<(), MaterializeError> {
     let be = |i: usize| u32::from_be_bytes([frame[i], frame[i + 1], frame[i + 2], frame[i + 3]]);
     if be(0) != pgno || be(8) != h.wal_salt1 || be(12) != h.wal_salt2 {
-        return Err(MaterializeError::SourceChanged { offset, pgno, salt1: h.wal_salt1, salt2: h.wal_salt2 });
+        return Err(MaterializeError::SourceChanged {
+            offset,
+            pgno,
+            salt1: h.wal_salt1,
+            salt2: h.wal_salt2,
+        });
     }
     Ok(())
 }

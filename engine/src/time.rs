@@ -68,7 +68,11 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
             return None;
         }
         let frac = s.get(start..i)?;
-        let mut digits = frac.bytes().take(3).map(|c| i64::from(c - b'0')).collect::<Vec<_>>();
+        let mut digits = frac
+            .bytes()
+            .take(3)
+            .map(|c| i64::from(c - b'0'))
+            .collect::<Vec<_>>();
         digits.resize(3, 0);
         ms = digits[0] * 100 + digits[1] * 10 + digits[2];
     }
@@ -118,15 +122,30 @@ mod tests {
     #[test]
     fn formats_known_instants() {
         assert_eq!(format_rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(format_rfc3339_ms(1_763_726_400_123), "2025-11-21T12:00:00.123Z");
-        assert_eq!(format_rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            format_rfc3339_ms(1_763_726_400_123),
+            "2025-11-21T12:00:00.123Z"
+        );
+        assert_eq!(
+            format_rfc3339_ms(951_782_400_000),
+            "2000-02-29T00:00:00.000Z"
+        );
     }
 
     #[test]
     fn parses_offsets_and_fractions() {
-        assert_eq!(parse_rfc3339_ms("2025-11-21T12:00:00.123Z"), Some(1_763_726_400_123));
-        assert_eq!(parse_rfc3339_ms("2025-11-21T13:00:00.1+01:00"), Some(1_763_726_400_100));
-        assert_eq!(parse_rfc3339_ms("2025-11-21T12:00:00Z"), Some(1_763_726_400_000));
+        assert_eq!(
+            parse_rfc3339_ms("2025-11-21T12:00:00.123Z"),
+            Some(1_763_726_400_123)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2025-11-21T13:00:00.1+01:00"),
+            Some(1_763_726_400_100)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2025-11-21T12:00:00Z"),
+            Some(1_763_726_400_000)
+        );
         assert_eq!(parse_rfc3339_ms("2025-11-21 12:00:00"), None);
         assert_eq!(parse_rfc3339_ms("2025-13-21T12:00:00Z"), None);
         assert_eq!(parse_rfc3339_ms("garbage"), None);

@@ -44,7 +44,10 @@ pub enum ReadOutcome {
     /// Reached the end of the valid, committed WAL.
     End,
     /// The generation the follower was on is gone.
-    Changed { change: WalChange, new_header: Option<WalHeader> },
+    Changed {
+        change: WalChange,
+        new_header: Option<WalHeader>,
+    },
 }
 
 #[derive(Default)]
@@ -60,16 +63,25 @@ pub struct Follower {
 impl Follower {
     /// The offset the next read should start at (0 when no generation is known).
     pub fn next_offset(&self) -> u64 {
-        self.generation.as_ref().map_or(0, |g| g.scanner.next_offset())
+        self.generation
+            .as_ref()
+            .map_or(0, |g| g.scanner.next_offset())
     }
 
     pub fn committed_offset(&self) -> u64 {
-        self.generation.as_ref().map_or(0, |g| g.scanner.committed_offset())
+        self.generation
+            .as_ref()
+            .map_or(0, |g| g.scanner.committed_offset())
     }
 
     /// Starts following a fresh generation whose header was just read.
     pub fn adopt(&mut self, header: WalHeader) {
-        self.generation = Some(Generation { header, scanner: WalScanner::new(header), index: BTreeMap::new(), commit: 0 });
+        self.generation = Some(Generation {
+            header,
+            scanner: WalScanner::new(header),
+            index: BTreeMap::new(),
+            commit: 0,
+        });
     }
 
     pub fn forget_generation(&mut self) {
@@ -79,12 +91,23 @@ impl Follower {
     /// Takes the batch, leaving an empty one that starts where this one ended.
     pub fn take_batch(&mut self) -> Batch {
         let end = self.batch.end;
-        std::mem::replace(&mut self.batch, Batch { start: end, end, ..Batch::default() })
+        std::mem::replace(
+            &mut self.batch,
+            Batch {
+                start: end,
+                end,
+                ..Batch::default()
+            },
+        )
     }
 
     pub fn clear_batch(&mut self) {
         let end = self.committed_offset();
-        self.batch = Batch { start: end, end, ..Batch::default() };
+        self.batch = Batch {
+            start: end,
+            end,
+            ..Batch::default()
+        };
     }
 
     /// Consumes one read. `header` is the WAL's first 32 bytes as read now.
@@ -99,13 +122,24 @@ impl Follower {
         let current = header.and_then(|h| WalHeader::parse(h).ok());
         let Some(generation) = self.generation.as_mut() else {
             return match current {
-                Some(h) => ReadOutcome::Changed { change: WalChange::Reset, new_header: Some(h) },
+                Some(h) => ReadOutcome::Changed {
+                    change: WalChange::Reset,
+                    new_header: Some(h),
+                },
                 None => ReadOutcome::End,
             };
         };
-        let change = classify_change(&generation.header, generation.scanner.committed_offset(), current.as_ref(), file_len);
+        let change = classify_change(
+            &generation.header,
+            generation.scanner.committed_offset(),
+            current.as_ref(),
+            file_len,
+        );
         if change != WalChange::Same {
-            return ReadOutcome::Changed { change, new_header: current };
+            return ReadOutcome::Changed {
+                change,
+                new_header: current,
+            };
         }
         if offset != generation.scanner.next_offset() {
             // A read for an offset we no longer want (a stale answer): ask again.
@@ -130,13 +164,15 @@ impl Follower {
             batch.txns += 1;
             if resume_at == Some(txn.end_offset) {
                 *resume_found = Some(txn.commit);
-                *batch = Batch { start: txn.end_offset, end: txn.end_offset, ..Batch::default() };
+                *batch = Batch {
+                    start: txn.end_offset,
+                    end: txn.end_offset,
+                    ..Batch::default()
+                };
             }
         });
         match stop {
-            ScanStop::NeedMore if chunk_full => {
-                ReadOutcome::More(generation.scanner.next_offset())
-            }
+            ScanStop::NeedMore if chunk_full => ReadOutcome::More(generation.scanner.next_offset()),
             _ => {
                 // The end of the valid prefix: an in-progress transaction, leftovers of an
                 // older generation, or a torn frame. Re-read uncommitted frames next time.

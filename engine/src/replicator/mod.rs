@@ -40,9 +40,16 @@ enum Ckpt {
     /// Waiting for writers to be blocked.
     Locking(CheckpointMode),
     /// Writers blocked: ship the WAL tail, then checkpoint (or give up at `deadline`).
-    Locked { mode: CheckpointMode, deadline: u64 },
+    Locked {
+        mode: CheckpointMode,
+        deadline: u64,
+    },
     /// The checkpoint runs; `frames` were in the WAL, all durable.
-    Running { mode: CheckpointMode, frames: u64, header: WalHeader },
+    Running {
+        mode: CheckpointMode,
+        frames: u64,
+        header: WalHeader,
+    },
 }
 
 struct ResumePoint {
@@ -150,7 +157,10 @@ impl Replicator {
             Ckpt::Locked { deadline, .. } => Some(deadline),
             _ => None,
         };
-        [self.next_tick, self.queue.next_deadline(), lock_deadline].into_iter().flatten().min()
+        [self.next_tick, self.queue.next_deadline(), lock_deadline]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub fn handle_timeout(&mut self, now: Now) {
@@ -179,10 +189,18 @@ impl Replicator {
             return;
         }
         match input {
-            Input::Start { page_size, local, remote } => self.on_start(page_size, local, remote),
-            Input::WalRead { header, file_len, db_len, offset, data } => {
-                self.on_wal_read(header, file_len, db_len, offset, data)
-            }
+            Input::Start {
+                page_size,
+                local,
+                remote,
+            } => self.on_start(page_size, local, remote),
+            Input::WalRead {
+                header,
+                file_len,
+                db_len,
+                offset,
+                data,
+            } => self.on_wal_read(header, file_len, db_len, offset, data),
             Input::UploadDone { file, result } => self.on_upload_done(file, result),
             Input::CheckDone { file, result } => self.on_check_done(file, result),
             Input::WritersLocked { ok } => self.on_writers_locked(ok),
@@ -218,9 +236,14 @@ impl Replicator {
         if let Some(l) = local
             && l.txid > remote.max_txid
         {
-            self.emit(Event::RemoteBehind { local_txid: l.txid, remote_txid: remote.max_txid });
+            self.emit(Event::RemoteBehind {
+                local_txid: l.txid,
+                remote_txid: remote.max_txid,
+            });
         }
-        let from_header = remote.newest.filter(|h| h.max_txid == remote.max_txid && h.wal_salt1 | h.wal_salt2 != 0);
+        let from_header = remote
+            .newest
+            .filter(|h| h.max_txid == remote.max_txid && h.wal_salt1 | h.wal_salt2 != 0);
         self.resume = match (from_header, local) {
             (Some(h), _) => Some(ResumePoint {
                 salt1: h.wal_salt1,
@@ -228,12 +251,14 @@ impl Replicator {
                 wal_end: h.wal_offset + h.wal_size,
                 commit: h.commit,
             }),
-            (None, Some(l)) if l.txid == remote.max_txid && l.txid > 0 && l.wal_end > 0 => Some(ResumePoint {
-                salt1: l.salt1,
-                salt2: l.salt2,
-                wal_end: l.wal_end,
-                commit: l.commit,
-            }),
+            (None, Some(l)) if l.txid == remote.max_txid && l.txid > 0 && l.wal_end > 0 => {
+                Some(ResumePoint {
+                    salt1: l.salt1,
+                    salt2: l.salt2,
+                    wal_end: l.wal_end,
+                    commit: l.commit,
+                })
+            }
             _ => None,
         };
         if let Some(h) = remote.newest {
@@ -245,7 +270,10 @@ impl Replicator {
                 commit: h.commit,
             };
         } else {
-            self.durable = Position { txid: remote.max_txid, ..Position::default() };
+            self.durable = Position {
+                txid: remote.max_txid,
+                ..Position::default()
+            };
         }
         self.follow.resume_at = self.resume.as_ref().map(|r| r.wal_end);
         self.phase = Phase::Scanning;
@@ -267,8 +295,17 @@ impl Replicator {
         self.out.push_back(Command::ReadWal { offset, max_len });
     }
 
-    fn on_wal_read(&mut self, header: Option<&[u8]>, file_len: u64, db_len: u64, offset: u64, data: &[u8]) {
-        let Some((want, max_len)) = self.reading else { return };
+    fn on_wal_read(
+        &mut self,
+        header: Option<&[u8]>,
+        file_len: u64,
+        db_len: u64,
+        offset: u64,
+        data: &[u8],
+    ) {
+        let Some((want, max_len)) = self.reading else {
+            return;
+        };
         if want != offset {
             return;
         }
@@ -288,7 +325,10 @@ impl Replicator {
             (offset, data) = (WAL_HEADER_SIZE, &data[skip..]);
         }
         let before = self.follow.committed_offset();
-        match self.follow.on_read(header, file_len, offset, data, chunk_full) {
+        match self
+            .follow
+            .on_read(header, file_len, offset, data, chunk_full)
+        {
             ReadOutcome::More(next) => {
                 self.note_growth(before);
                 self.read_at(next)
@@ -389,7 +429,10 @@ impl Replicator {
         match resume {
             Some(r) if same_gen(&r) && (found.is_some() || r.wal_end == WAL_HEADER_SIZE) => {
                 self.shipped_commit = found.unwrap_or(r.commit);
-                self.emit(Event::Resumed { txid: self.durable.txid, wal_end: r.wal_end });
+                self.emit(Event::Resumed {
+                    txid: self.durable.txid,
+                    wal_end: r.wal_end,
+                });
             }
             _ => {
                 self.follow.clear_batch();
@@ -399,7 +442,8 @@ impl Replicator {
     }
 
     fn has_room(&self) -> bool {
-        matches!(self.ckpt, Ckpt::Locked { .. }) || self.queue.len() < self.cfg.max_in_flight.max(1) * 4
+        matches!(self.ckpt, Ckpt::Locked { .. })
+            || self.queue.len() < self.cfg.max_in_flight.max(1) * 4
     }
 
     fn take_txid(&mut self) -> u64 {
@@ -422,7 +466,9 @@ impl Replicator {
     }
 
     fn cut_incremental(&mut self) {
-        let Some(generation) = self.follow.generation.as_ref() else { return };
+        let Some(generation) = self.follow.generation.as_ref() else {
+            return;
+        };
         if generation.header.page_size != self.page_size {
             self.halt(format!(
                 "WAL page size {} differs from the database page size {}",
@@ -437,19 +483,20 @@ impl Replicator {
         let mut pages: Vec<(u32, PageSource)> = Vec::with_capacity(batch.pages.len());
         let mut growth = self.shipped_commit.saturating_add(1);
         let generation = self.follow.generation.as_ref();
-        let push_growth_until = |pages: &mut Vec<(u32, PageSource)>, until: u32, growth: &mut u32| {
-            // Pages the database grew by but this batch did not write: the newest
-            // version SQLite would read (an earlier frame, else the database file).
-            while *growth < until && *growth <= commit {
-                if *growth != lock {
-                    let src = generation
-                        .and_then(|g| g.index.get(growth).copied())
-                        .map_or(PageSource::Db, PageSource::Wal);
-                    pages.push((*growth, src));
+        let push_growth_until =
+            |pages: &mut Vec<(u32, PageSource)>, until: u32, growth: &mut u32| {
+                // Pages the database grew by but this batch did not write: the newest
+                // version SQLite would read (an earlier frame, else the database file).
+                while *growth < until && *growth <= commit {
+                    if *growth != lock {
+                        let src = generation
+                            .and_then(|g| g.index.get(growth).copied())
+                            .map_or(PageSource::Db, PageSource::Wal);
+                        pages.push((*growth, src));
+                    }
+                    *growth += 1;
                 }
-                *growth += 1;
-            }
-        };
+            };
         for (&pgno, &off) in batch.pages.range(1..=commit) {
             if pgno == lock {
                 continue;
@@ -467,11 +514,29 @@ impl Replicator {
         header.wal_size = batch.end - batch.start;
         header.wal_salt1 = salt1;
         header.wal_salt2 = salt2;
-        let spec = FileSpec { header, pages: PageSet::List(pages), prev_commit: Some(self.shipped_commit) };
-        let position = Position { txid, salt1, salt2, wal_end: batch.end, commit };
+        let spec = FileSpec {
+            header,
+            pages: PageSet::List(pages),
+            prev_commit: Some(self.shipped_commit),
+        };
+        let position = Position {
+            txid,
+            salt1,
+            salt2,
+            wal_end: batch.end,
+            commit,
+        };
         self.shipped_commit = commit;
-        let file = FileId { level: 0, min_txid: txid, max_txid: txid };
-        self.emit(Event::FileCut { file, pages: spec.page_count(), txns: batch.txns });
+        let file = FileId {
+            level: 0,
+            min_txid: txid,
+            max_txid: txid,
+        };
+        self.emit(Event::FileCut {
+            file,
+            pages: spec.page_count(),
+            txns: batch.txns,
+        });
         self.enqueue(file, spec, position);
     }
 
@@ -487,7 +552,10 @@ impl Replicator {
         if let Some(g) = generation
             && g.header.page_size != self.page_size
         {
-            let msg = format!("WAL page size {} differs from the database page size {}", g.header.page_size, self.page_size);
+            let msg = format!(
+                "WAL page size {} differs from the database page size {}",
+                g.header.page_size, self.page_size
+            );
             self.halt(msg);
             return;
         }
@@ -506,14 +574,36 @@ impl Replicator {
             header.wal_salt1 = salt1;
             header.wal_salt2 = salt2;
         }
-        let spec = FileSpec { header, pages: PageSet::Full { overlay }, prev_commit: None };
-        let position = Position { txid, salt1, salt2, wal_end, commit };
+        let spec = FileSpec {
+            header,
+            pages: PageSet::Full { overlay },
+            prev_commit: None,
+        };
+        let position = Position {
+            txid,
+            salt1,
+            salt2,
+            wal_end,
+            commit,
+        };
         self.follow.clear_batch();
         self.shipped_commit = commit;
         self.need_snapshot = None;
-        let file = FileId { level: 0, min_txid, max_txid: txid };
-        self.emit(Event::SnapshotStarted { txid, reason, pages: commit });
-        self.emit(Event::FileCut { file, pages: spec.page_count(), txns: 0 });
+        let file = FileId {
+            level: 0,
+            min_txid,
+            max_txid: txid,
+        };
+        self.emit(Event::SnapshotStarted {
+            txid,
+            reason,
+            pages: commit,
+        });
+        self.emit(Event::FileCut {
+            file,
+            pages: spec.page_count(),
+            txns: 0,
+        });
         self.enqueue(file, spec, position);
     }
 
@@ -524,7 +614,9 @@ impl Replicator {
             position,
             attempt: 0,
             check_attempt: 0,
-            state: State::Ready { not_before: self.now.mono_ms },
+            state: State::Ready {
+                not_before: self.now.mono_ms,
+            },
         });
     }
 
@@ -545,12 +637,19 @@ impl Replicator {
                 State::Ready { not_before } if not_before <= now => {
                     e.state = State::InFlight;
                     e.attempt += 1;
-                    cmds.push(Command::Upload { file: e.file, spec: Arc::clone(&e.spec), attempt: e.attempt });
+                    cmds.push(Command::Upload {
+                        file: e.file,
+                        spec: Arc::clone(&e.spec),
+                        attempt: e.attempt,
+                    });
                     outstanding += 1;
                 }
                 State::NeedsCheck { not_before } if not_before <= now => {
                     e.state = State::Checking;
-                    cmds.push(Command::CheckUpload { file: e.file, spec: Arc::clone(&e.spec) });
+                    cmds.push(Command::CheckUpload {
+                        file: e.file,
+                        spec: Arc::clone(&e.spec),
+                    });
                     outstanding += 1;
                 }
                 _ => {}
@@ -561,7 +660,9 @@ impl Replicator {
 
     fn on_upload_done(&mut self, file: FileId, result: UploadResult) {
         let now = self.now.mono_ms;
-        let Some(e) = self.queue.get_mut(file) else { return };
+        let Some(e) = self.queue.get_mut(file) else {
+            return;
+        };
         if e.state != State::InFlight {
             return; // A duplicate or late completion changes nothing.
         }
@@ -574,9 +675,16 @@ impl Replicator {
                 let attempt = e.attempt;
                 let delay = self.backoff.delay(attempt);
                 if let Some(e) = self.queue.get_mut(file) {
-                    e.state = State::Ready { not_before: now + delay };
+                    e.state = State::Ready {
+                        not_before: now + delay,
+                    };
                 }
-                self.emit(Event::UploadRetry { file, attempt, delay_ms: delay, error: err });
+                self.emit(Event::UploadRetry {
+                    file,
+                    attempt,
+                    delay_ms: delay,
+                    error: err,
+                });
             }
             UploadResult::SourceChanged(_) => {
                 let min = file.min_txid;
@@ -594,7 +702,9 @@ impl Replicator {
 
     fn on_check_done(&mut self, file: FileId, result: CheckResult) {
         let now = self.now.mono_ms;
-        let Some(e) = self.queue.get_mut(file) else { return };
+        let Some(e) = self.queue.get_mut(file) else {
+            return;
+        };
         if e.state != State::Checking {
             return;
         }
@@ -604,7 +714,9 @@ impl Replicator {
                 let attempt = e.attempt;
                 let delay = self.backoff.delay(attempt);
                 if let Some(e) = self.queue.get_mut(file) {
-                    e.state = State::Ready { not_before: now + delay };
+                    e.state = State::Ready {
+                        not_before: now + delay,
+                    };
                 }
             }
             CheckResult::Failed(err) => {
@@ -612,9 +724,16 @@ impl Replicator {
                 let attempt = e.check_attempt;
                 let delay = self.backoff.delay(attempt);
                 if let Some(e) = self.queue.get_mut(file) {
-                    e.state = State::NeedsCheck { not_before: now + delay };
+                    e.state = State::NeedsCheck {
+                        not_before: now + delay,
+                    };
                 }
-                self.emit(Event::UploadRetry { file, attempt, delay_ms: delay, error: err });
+                self.emit(Event::UploadRetry {
+                    file,
+                    attempt,
+                    delay_ms: delay,
+                    error: err,
+                });
             }
             CheckResult::Differs => {
                 self.halt(format!(
@@ -636,9 +755,13 @@ impl Replicator {
             self.out.push_back(Command::Forget { file: e.file });
         }
         self.out.push_back(Command::Persist(self.durable));
-        self.emit(Event::Durable { txid: self.durable.txid });
+        self.emit(Event::Durable {
+            txid: self.durable.txid,
+        });
         // A slot opened: cut what accumulated meanwhile (after a fresh read).
-        if (!self.follow.batch.is_empty() || self.need_snapshot.is_some()) && self.phase == Phase::Streaming {
+        if (!self.follow.batch.is_empty() || self.need_snapshot.is_some())
+            && self.phase == Phase::Streaming
+        {
             if self.final_read_done {
                 // Shutting down: cut what the final read left behind, read nothing new.
                 if self.reading.is_none() {
@@ -667,7 +790,9 @@ impl Replicator {
         {
             return;
         }
-        let Some(g) = self.follow.generation.as_ref() else { return };
+        let Some(g) = self.follow.generation.as_ref() else {
+            return;
+        };
         let end = g.scanner.committed_offset();
         let frames = end.saturating_sub(WAL_HEADER_SIZE) / g.header.frame_size();
         let mode = if end >= self.cfg.truncate_bytes {
@@ -698,7 +823,10 @@ impl Replicator {
             self.emit(Event::CheckpointDone { mode, busy: true });
             return;
         }
-        self.ckpt = Ckpt::Locked { mode, deadline: self.now.mono_ms + self.cfg.checkpoint_lock_ms };
+        self.ckpt = Ckpt::Locked {
+            mode,
+            deadline: self.now.mono_ms + self.cfg.checkpoint_lock_ms,
+        };
         // Writers are blocked: whatever the WAL holds now is all there is. Read it.
         let off = self.follow.next_offset();
         self.read_at(off);
@@ -706,7 +834,9 @@ impl Replicator {
 
     /// With writers blocked and every frame read and durable, run the checkpoint.
     fn maybe_run_checkpoint(&mut self) {
-        let Ckpt::Locked { mode, .. } = self.ckpt else { return };
+        let Ckpt::Locked { mode, .. } = self.ckpt else {
+            return;
+        };
         if self.reading.is_some()
             || !self.queue.is_empty()
             || !self.follow.batch.is_empty()
@@ -718,8 +848,13 @@ impl Replicator {
             self.abandon_checkpoint();
             return;
         };
-        let frames = g.scanner.committed_offset().saturating_sub(WAL_HEADER_SIZE) / g.header.frame_size();
-        self.ckpt = Ckpt::Running { mode, frames, header: g.header };
+        let frames =
+            g.scanner.committed_offset().saturating_sub(WAL_HEADER_SIZE) / g.header.frame_size();
+        self.ckpt = Ckpt::Running {
+            mode,
+            frames,
+            header: g.header,
+        };
         self.out.push_back(Command::Checkpoint { mode });
     }
 
@@ -731,8 +866,19 @@ impl Replicator {
         self.ckpt_not_before = self.now.mono_ms + 10 * self.cfg.sync_interval_ms;
     }
 
-    fn on_checkpoint_done(&mut self, mode: CheckpointMode, result: Result<CheckpointResult, String>) {
-        let Ckpt::Running { mode: want, frames, header } = self.ckpt else { return };
+    fn on_checkpoint_done(
+        &mut self,
+        mode: CheckpointMode,
+        result: Result<CheckpointResult, String>,
+    ) {
+        let Ckpt::Running {
+            mode: want,
+            frames,
+            header,
+        } = self.ckpt
+        else {
+            return;
+        };
         if want != mode {
             return;
         }
@@ -740,11 +886,13 @@ impl Replicator {
         match result {
             Ok(r) => {
                 self.emit(Event::CheckpointDone { mode, busy: r.busy });
-                let complete = !r.busy && r.log_frames >= 0 && r.log_frames == r.checkpointed_frames;
+                let complete =
+                    !r.busy && r.log_frames >= 0 && r.log_frames == r.checkpointed_frames;
                 match mode {
                     CheckpointMode::Passive => {
-                        self.restart_expected =
-                            (complete && u64::try_from(r.log_frames).ok() == Some(frames)).then_some(header);
+                        self.restart_expected = (complete
+                            && u64::try_from(r.log_frames).ok() == Some(frames))
+                        .then_some(header);
                     }
                     CheckpointMode::Truncate if !r.busy => {
                         // Frames written between letting writers go and the truncation
@@ -787,8 +935,13 @@ impl Replicator {
     /// Only valid when nothing is pending, so the page index is exactly that state.
     fn cut_snapshot_level(&mut self) -> bool {
         let txid = self.durable.txid;
-        let Some(g) = self.follow.generation.as_ref() else { return false };
-        if txid == 0 || self.shipped_commit == 0 || g.scanner.committed_offset() != self.durable.wal_end {
+        let Some(g) = self.follow.generation.as_ref() else {
+            return false;
+        };
+        if txid == 0
+            || self.shipped_commit == 0
+            || g.scanner.committed_offset() != self.durable.wal_end
+        {
             return false;
         }
         let commit = self.shipped_commit;
@@ -799,9 +952,21 @@ impl Replicator {
         header.wal_size = end - WAL_HEADER_SIZE;
         header.wal_salt1 = g.header.salt1;
         header.wal_salt2 = g.header.salt2;
-        let spec = FileSpec { header, pages: PageSet::Full { overlay }, prev_commit: None };
-        let file = FileId { level: crate::keys::SNAPSHOT_LEVEL, min_txid: 1, max_txid: txid };
-        self.emit(Event::FileCut { file, pages: spec.page_count(), txns: 0 });
+        let spec = FileSpec {
+            header,
+            pages: PageSet::Full { overlay },
+            prev_commit: None,
+        };
+        let file = FileId {
+            level: crate::keys::SNAPSHOT_LEVEL,
+            min_txid: 1,
+            max_txid: txid,
+        };
+        self.emit(Event::FileCut {
+            file,
+            pages: spec.page_count(),
+            txns: 0,
+        });
         let position = self.durable;
         self.enqueue(file, spec, position);
         true

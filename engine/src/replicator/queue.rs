@@ -11,10 +11,14 @@ use crate::spec::FileSpec;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
     /// Waiting to be sent (first attempt or a retry) once `not_before` has passed.
-    Ready { not_before: u64 },
+    Ready {
+        not_before: u64,
+    },
     InFlight,
     /// The outcome is unknown: waiting to ask the store.
-    NeedsCheck { not_before: u64 },
+    NeedsCheck {
+        not_before: u64,
+    },
     Checking,
     Stored,
 }
@@ -50,7 +54,10 @@ impl Queue {
 
     /// Requests outstanding at the store (uploads and checks).
     pub fn outstanding(&self) -> usize {
-        self.entries.iter().filter(|e| matches!(e.state, State::InFlight | State::Checking)).count()
+        self.entries
+            .iter()
+            .filter(|e| matches!(e.state, State::InFlight | State::Checking))
+            .count()
     }
 
     pub fn get_mut(&mut self, file: FileId) -> Option<&mut Entry> {
@@ -64,7 +71,11 @@ impl Queue {
     /// Pops the stored prefix.
     pub fn pop_durable(&mut self) -> Vec<Entry> {
         let mut out = Vec::new();
-        while self.entries.front().is_some_and(|e| e.state == State::Stored) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|e| e.state == State::Stored)
+        {
             if let Some(e) = self.entries.pop_front() {
                 out.push(e);
             }
@@ -74,7 +85,11 @@ impl Queue {
 
     /// Removes every entry from `min_txid` on (they are being replaced).
     pub fn drain_from(&mut self, min_txid: u64) -> Vec<Entry> {
-        let keep = self.entries.iter().take_while(|e| e.file.min_txid < min_txid).count();
+        let keep = self
+            .entries
+            .iter()
+            .take_while(|e| e.file.min_txid < min_txid)
+            .count();
         self.entries.drain(keep..).collect()
     }
 

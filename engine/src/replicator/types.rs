@@ -110,31 +110,66 @@ pub enum CheckResult {
 #[derive(Debug)]
 pub enum Input<'a> {
     /// First input: what was persisted locally and what the store holds.
-    Start { page_size: u32, local: Option<Position>, remote: RemoteTip },
+    Start {
+        page_size: u32,
+        local: Option<Position>,
+        remote: RemoteTip,
+    },
     /// Answer to [`Command::ReadWal`]: the WAL header bytes (if the file has one), the
     /// WAL and database file lengths, and up to `max_len` bytes starting at `offset`.
-    WalRead { header: Option<&'a [u8]>, file_len: u64, db_len: u64, offset: u64, data: &'a [u8] },
-    UploadDone { file: FileId, result: UploadResult },
-    CheckDone { file: FileId, result: CheckResult },
+    WalRead {
+        header: Option<&'a [u8]>,
+        file_len: u64,
+        db_len: u64,
+        offset: u64,
+        data: &'a [u8],
+    },
+    UploadDone {
+        file: FileId,
+        result: UploadResult,
+    },
+    CheckDone {
+        file: FileId,
+        result: CheckResult,
+    },
     /// Answer to [`Command::LockWriters`]: `false` when writers could not be blocked.
-    WritersLocked { ok: bool },
-    CheckpointDone { mode: CheckpointMode, result: Result<CheckpointResult, String> },
+    WritersLocked {
+        ok: bool,
+    },
+    CheckpointDone {
+        mode: CheckpointMode,
+        result: Result<CheckpointResult, String>,
+    },
     /// Ship what is committed, finish uploads, then report [`Command::Stopped`]. With
     /// `snapshot`, first write a level-9 snapshot of the final state.
-    Shutdown { snapshot: bool },
+    Shutdown {
+        snapshot: bool,
+    },
 }
 
 /// Everything the engine asks the caller to do.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
-    ReadWal { offset: u64, max_len: u64 },
+    ReadWal {
+        offset: u64,
+        max_len: u64,
+    },
     /// Build (first attempt) and upload this file with `If-None-Match: *`. Retries carry
     /// the same spec; a caller may reuse what it built the first time.
-    Upload { file: FileId, spec: Arc<FileSpec>, attempt: u32 },
+    Upload {
+        file: FileId,
+        spec: Arc<FileSpec>,
+        attempt: u32,
+    },
     /// An upload's outcome is unknown or its key was taken: does the store hold our file?
-    CheckUpload { file: FileId, spec: Arc<FileSpec> },
+    CheckUpload {
+        file: FileId,
+        spec: Arc<FileSpec>,
+    },
     /// The caller may drop anything it kept for this file.
-    Forget { file: FileId },
+    Forget {
+        file: FileId,
+    },
     /// Block the application's writers (release the read transaction, then BEGIN
     /// IMMEDIATE) and answer with [`Input::WritersLocked`]. While they are blocked the
     /// engine ships the WAL's tail, so a checkpoint never folds away an unshipped frame.
@@ -145,29 +180,62 @@ pub enum Command {
     /// With writers blocked and every WAL frame durable: checkpoint from a second
     /// connection, let writers go, take the read transaction again, then answer with
     /// [`Input::CheckpointDone`].
-    Checkpoint { mode: CheckpointMode },
+    Checkpoint {
+        mode: CheckpointMode,
+    },
     /// Persist this position atomically before relying on it.
     Persist(Position),
     Event(Event),
     /// Shutdown finished: nothing committed is left unshipped.
     Stopped,
     /// Replication of this database cannot continue; the reason says why and what to do.
-    Halt { reason: String },
+    Halt {
+        reason: String,
+    },
 }
 
 /// Things worth a log line, a metric or a webhook.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    SnapshotStarted { txid: u64, reason: SnapshotReason, pages: u32 },
-    FileCut { file: FileId, pages: u64, txns: u64 },
-    Durable { txid: u64 },
-    UploadRetry { file: FileId, attempt: u32, delay_ms: u64, error: String },
-    Resumed { txid: u64, wal_end: u64 },
-    RemoteBehind { local_txid: u64, remote_txid: u64 },
-    CheckpointDone { mode: CheckpointMode, busy: bool },
+    SnapshotStarted {
+        txid: u64,
+        reason: SnapshotReason,
+        pages: u32,
+    },
+    FileCut {
+        file: FileId,
+        pages: u64,
+        txns: u64,
+    },
+    Durable {
+        txid: u64,
+    },
+    UploadRetry {
+        file: FileId,
+        attempt: u32,
+        delay_ms: u64,
+        error: String,
+    },
+    Resumed {
+        txid: u64,
+        wal_end: u64,
+    },
+    RemoteBehind {
+        local_txid: u64,
+        remote_txid: u64,
+    },
+    CheckpointDone {
+        mode: CheckpointMode,
+        busy: bool,
+    },
     /// The WAL generation changed; `continues` when it was our own checkpoint's restart.
-    WalChanged { change: crate::wal::WalChange, continues: bool },
-    CheckpointFailed { error: String },
+    WalChanged {
+        change: crate::wal::WalChange,
+        continues: bool,
+    },
+    CheckpointFailed {
+        error: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
