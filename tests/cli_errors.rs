@@ -183,3 +183,28 @@ fn restore_refuses_to_overwrite_and_handles_missing_backups() {
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("restorable: TXID"), "{text}");
 }
+
+#[test]
+fn replaced_database_halts_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().join("r").display());
+    let db = dir.path().join("swap.db");
+    create_db(&db);
+    let log = dir.path().join("watch.log");
+    let mut w = Watcher::start(&[&db], &url, &[], &log);
+    let other = dir.path().join("other.db");
+    create_db(&other);
+    std::fs::rename(&other, &db).unwrap();
+    let code = w.wait(std::time::Duration::from_secs(30));
+    assert_eq!(
+        code,
+        Some(1),
+        "walvault must stop when its database is replaced:\n{}",
+        w.log_text()
+    );
+    assert!(
+        w.log_text().contains("was replaced by another file"),
+        "{}",
+        w.log_text()
+    );
+}

@@ -74,6 +74,12 @@ impl Watcher {
         );
     }
 
+    /// Waits for the process to exit on its own; `None` on timeout (then it is killed).
+    pub fn wait(&mut self, timeout: Duration) -> Option<i32> {
+        let mut child = self.child.take().unwrap();
+        wait_timeout(&mut child, timeout)
+    }
+
     /// SIGKILL: no chance to finish anything.
     pub fn kill(mut self) {
         let mut child = self.child.take().unwrap();

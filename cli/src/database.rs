@@ -69,7 +69,12 @@ impl Database {
                 path.display()
             );
         }
-        // Our connection must never checkpoint on its own; the engine decides when.
+        // Our connection must never checkpoint on its own, not even when it closes last
+        // (that would fold the WAL away and lose the resume point); the engine decides.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )?;
         conn.execute_batch(
             "PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -256;
              CREATE TABLE IF NOT EXISTS _walvault_seq (id INTEGER PRIMARY KEY, seq INTEGER NOT NULL);",
@@ -125,6 +130,10 @@ impl Database {
                 &self.path,
                 OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )?;
+            w.set_db_config(
+                rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+                true,
+            )?;
             w.execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -64;")?;
             self.writer = Some(w);
         }
@@ -172,6 +181,25 @@ impl Database {
 
     pub fn conn(&self) -> &Connection {
         &self.conn
+    }
+
+    /// Fails when the path no longer names the file we replicate (the database was
+    /// replaced or deleted): replicating the old inode would silently freeze.
+    pub fn check_still_same_file(&self) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let ours = self.db_file.metadata()?;
+        match std::fs::metadata(&self.path) {
+            Ok(now) if now.ino() == ours.ino() && now.dev() == ours.dev() => Ok(()),
+            Ok(_) => bail!(
+                "{} was replaced by another file while being replicated: restart walvault so it \
+                 replicates the new file (it will continue the chain with a full snapshot)",
+                self.path.display()
+            ),
+            Err(e) => bail!(
+                "{} disappeared while being replicated ({e}): restore it or stop walvault",
+                self.path.display()
+            ),
+        }
     }
 
     /// Page access for building files, through the long-lived database handle.

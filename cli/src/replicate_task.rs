@@ -131,8 +131,19 @@ impl DbTask {
         match cmd {
             Command::ReadWal { offset, max_len } => {
                 let chunk = tokio::task::block_in_place(|| {
+                    self.db.check_still_same_file()?;
                     database::read_wal(&self.db.path, &self.db.wal_path, offset, max_len)
-                })?;
+                });
+                let chunk = match chunk {
+                    Ok(c) => c,
+                    Err(e) => {
+                        error!(db = %self.name, "replication halted: {e:#}");
+                        let _ = self.db.release_read_lock();
+                        return Ok(Some(Err(
+                            e.context(format!("{}: reading the WAL", self.name))
+                        )));
+                    }
+                };
                 self.engine.handle(
                     now,
                     Input::WalRead {
@@ -318,7 +329,15 @@ impl DbTask {
                  earlier: the store lost acknowledged writes (or the replica was reset); continuing after the \
                  replica's last file with a full snapshot"
             ),
-            Event::CheckpointDone { mode, busy } => debug!(%db, ?mode, busy, "checkpoint"),
+            Event::CheckpointDone {
+                mode,
+                busy,
+                shipped_frames,
+                log_frames,
+                restart_expected,
+            } => {
+                debug!(%db, ?mode, busy, shipped_frames, log_frames, restart_expected, "checkpoint")
+            }
             Event::WalChanged { change, continues } => {
                 if continues {
                     debug!(%db, ?change, "WAL restarted after our checkpoint")

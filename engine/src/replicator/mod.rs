@@ -365,9 +365,13 @@ impl Replicator {
             return;
         }
         let continues = match (change, new_header, self.restart_expected) {
+            // A restart increments salt-1 in the shared WAL index, so exactly one restart
+            // since our checkpoint shows as salt-1 + 1. (The checkpoint sequence is kept
+            // per connection and is not reliable.) The read that follows every checkpoint
+            // happens under our new read mark, so no second restart can hide in between
+            // unnoticed, and growth of the old generation clears `restart_expected`.
             (WalChange::Reset, Some(new), Some(old)) => {
-                new.checkpoint_seq == old.checkpoint_seq.wrapping_add(1)
-                    && new.salt1 == old.salt1.wrapping_add(1)
+                new.salt1 == old.salt1.wrapping_add(1)
                     && new.page_size == old.page_size
                     && self.follow.batch.is_empty()
             }
@@ -820,7 +824,13 @@ impl Replicator {
             }
             self.ckpt = Ckpt::Idle;
             self.ckpt_not_before = self.now.mono_ms + 10 * self.cfg.sync_interval_ms;
-            self.emit(Event::CheckpointDone { mode, busy: true });
+            self.emit(Event::CheckpointDone {
+                mode,
+                busy: true,
+                shipped_frames: 0,
+                log_frames: -1,
+                restart_expected: false,
+            });
             return;
         }
         self.ckpt = Ckpt::Locked {
@@ -885,7 +895,6 @@ impl Replicator {
         self.ckpt = Ckpt::Idle;
         match result {
             Ok(r) => {
-                self.emit(Event::CheckpointDone { mode, busy: r.busy });
                 let complete =
                     !r.busy && r.log_frames >= 0 && r.log_frames == r.checkpointed_frames;
                 match mode {
@@ -903,6 +912,13 @@ impl Replicator {
                     }
                     CheckpointMode::Truncate => {}
                 }
+                self.emit(Event::CheckpointDone {
+                    mode,
+                    busy: r.busy,
+                    shipped_frames: frames,
+                    log_frames: r.log_frames,
+                    restart_expected: self.restart_expected.is_some(),
+                });
             }
             Err(error) => self.emit(Event::CheckpointFailed { error }),
         }

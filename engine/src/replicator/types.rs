@@ -224,9 +224,14 @@ pub enum Event {
         local_txid: u64,
         remote_txid: u64,
     },
+    /// `restart_expected`: the checkpoint folded exactly the frames the engine shipped,
+    /// so the WAL restart that follows continues the chain.
     CheckpointDone {
         mode: CheckpointMode,
         busy: bool,
+        shipped_frames: u64,
+        log_frames: i64,
+        restart_expected: bool,
     },
     /// The WAL generation changed; `continues` when it was our own checkpoint's restart.
     WalChanged {
