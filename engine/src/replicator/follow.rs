@@ -58,6 +58,8 @@ pub struct Follower {
     /// records that it was found.
     pub resume_at: Option<u64>,
     pub resume_found: Option<u32>,
+    /// The valid prefix ended at this offset on stale or torn bytes (not at end of file).
+    pub stale_at: Option<u64>,
 }
 
 impl Follower {
@@ -76,6 +78,7 @@ impl Follower {
 
     /// Starts following a fresh generation whose header was just read.
     pub fn adopt(&mut self, header: WalHeader) {
+        self.stale_at = None;
         self.generation = Some(Generation {
             header,
             scanner: WalScanner::new(header),
@@ -85,6 +88,7 @@ impl Follower {
     }
 
     pub fn forget_generation(&mut self) {
+        self.stale_at = None;
         self.generation = None;
     }
 
@@ -171,12 +175,20 @@ impl Follower {
                 };
             }
         });
+        self.stale_at = None;
         match stop {
             ScanStop::NeedMore if chunk_full => ReadOutcome::More(generation.scanner.next_offset()),
             _ => {
                 // The end of the valid prefix: an in-progress transaction, leftovers of an
                 // older generation, or a torn frame. Re-read uncommitted frames next time.
                 generation.scanner.rewind_to_commit();
+                if stop != ScanStop::NeedMore
+                    && generation.scanner.next_offset() == generation.scanner.committed_offset()
+                {
+                    // Stale bytes right after the last commit (a reused WAL file): the
+                    // next read need only look at one frame to see whether that changed.
+                    self.stale_at = Some(generation.scanner.committed_offset());
+                }
                 ReadOutcome::End
             }
         }

@@ -290,7 +290,15 @@ impl Replicator {
     }
 
     fn read_at(&mut self, offset: u64) {
-        let max_len = self.cfg.read_chunk_bytes.max(1);
+        let mut max_len = self.cfg.read_chunk_bytes.max(1);
+        if let Some(g) = self.follow.generation.as_ref()
+            && self.follow.stale_at == Some(offset)
+        {
+            // A reused WAL file keeps old frames after the live ones: peek at one frame
+            // instead of re-reading megabytes of stale bytes on every tick. If it became
+            // valid, the read comes back full and the rest follows at once.
+            max_len = max_len.min(g.header.frame_size());
+        }
         self.reading = Some((offset, max_len));
         self.out.push_back(Command::ReadWal { offset, max_len });
     }
