@@ -1,6 +1,6 @@
 //! Multipart uploads for files too large for one PutObject (S3 caps a single PUT at
-//! 5 GiB; large bodies also retry better in parts). One part buffer is reused, so
-//! memory stays at one part whatever the file size.
+//! 5 GiB). Parts go up one at a time, so memory holds one part (8 MiB or more) whatever
+//! the file size.
 //!
 //! Failure semantics match a single PUT: a failure before `CompleteMultipartUpload`
 //! stored nothing at the key (the upload is aborted, best effort, so no orphaned parts
