@@ -1,13 +1,17 @@
 //! One database's files in the store: listing them into the engine's vocabulary,
 //! finding the tip of the chain, reading headers without downloading whole files.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
 use anyhow::{Context, Result};
 use walvault_engine::keys::{self, FileId, Layout};
 use walvault_engine::ltx::{self, Header};
 use walvault_engine::replicator::RemoteTip;
-use walvault_engine::restore_plan::RemoteFile;
+use walvault_engine::restore_plan::{self, PlanError, RemoteFile, Target};
 
-use crate::storage::{self, Store};
+use crate::storage::{self, METADATA_TIMESTAMP, Store, StoreError};
 
 pub fn engine_layout(store: &Store) -> Layout {
     match store.layout() {
@@ -44,6 +48,65 @@ pub async fn list_files(store: &Store, db: &str) -> Result<Vec<RemoteFile>> {
     Ok(files)
 }
 
+/// [`list_files`] with each file's time as Litestream restores by it: the
+/// `litestream-timestamp` metadata (the time in the LTX header, for compacted files
+/// the newest input's), not the S3 object's LastModified, which is the upload or
+/// compaction time (and often truncated to seconds). One HEAD per file, a few dozen
+/// at a time, as `litestream restore -timestamp` does; objects without the metadata
+/// keep LastModified. The file backend needs nothing: its mtime is that timestamp.
+pub async fn list_files_with_data_times(store: &Store, db: &str) -> Result<Vec<RemoteFile>> {
+    let mut files = list_files(store, db).await?;
+    if store.layout() == storage::Layout::File {
+        return Ok(files);
+    }
+    for chunk in files.chunks_mut(32) {
+        let keys: Vec<String> = chunk.iter().map(|f| key(store, db, f.id)).collect();
+        let heads = join_all(keys.iter().map(|k| store.metadata(k)).collect()).await;
+        for ((f, k), head) in chunk.iter_mut().zip(&keys).zip(heads) {
+            let time = match head {
+                Ok(Some(meta)) => meta
+                    .get(METADATA_TIMESTAMP)
+                    .and_then(|v| storage::parse_timestamp_ms(v)),
+                // Gone since the listing: the plan may still name it, and the download
+                // will then fail with a clear error.
+                Ok(None) | Err(StoreError::NotFound(_)) => None,
+                Err(e) => {
+                    return Err(anyhow::anyhow!(e))
+                        .with_context(|| format!("reading the metadata of {k}"));
+                }
+            };
+            if time.is_some() {
+                f.timestamp_ms = time;
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// Runs the futures concurrently on this task; outputs in input order.
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in futures.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => *slot = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
+
 /// Reads and validates the 100-byte header of one file.
 pub async fn read_header(store: &Store, db: &str, id: FileId) -> Result<Header> {
     let k = key(store, db, id);
@@ -62,16 +125,24 @@ pub async fn read_header(store: &Store, db: &str, id: FileId) -> Result<Header> 
     Ok(h)
 }
 
-/// The highest TXID in the store and the header of the file that ends there.
+/// The highest TXID in the store, the highest TXID a restore reaches (below it when
+/// the chain has a hole), and the header of the file that ends at the latter.
 pub async fn tip(store: &Store, db: &str) -> Result<RemoteTip> {
     let files = list_files(store, db).await?;
     let Some(max) = files.iter().map(|f| f.id.max_txid).max() else {
         return Ok(RemoteTip::default());
     };
+    // How far a restore gets: through a snapshot and a contiguous chain. Anything above
+    // (files after a lost one) must not be extended.
+    let chain_end = match restore_plan::plan(&files, Target::Latest) {
+        Ok(p) => p.txid,
+        Err(PlanError::Gap { after }) => after,
+        Err(_) => 0,
+    };
     // Prefer the lowest level: level-0 files carry the WAL position they end at.
     let newest = files
         .iter()
-        .filter(|f| f.id.max_txid == max)
+        .filter(|f| chain_end > 0 && f.id.max_txid == chain_end)
         .min_by_key(|f| f.id.level)
         .map(|f| f.id);
     let header = match newest {
@@ -80,6 +151,7 @@ pub async fn tip(store: &Store, db: &str) -> Result<RemoteTip> {
     };
     Ok(RemoteTip {
         max_txid: max,
+        chain_end,
         newest: header,
     })
 }

@@ -8,6 +8,9 @@ mod follow;
 mod queue;
 mod types;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -83,6 +86,10 @@ pub struct Replicator {
     need_snapshot: Option<(SnapshotReason, u64)>,
     resume: Option<ResumePoint>,
     remote_empty: bool,
+    /// First TXID the full file written at start must cover (bridges a hole).
+    full_from: u64,
+    /// Files dropped from the queue while their request was still out.
+    orphans: std::collections::BTreeSet<FileId>,
     shutdown: bool,
     final_read_done: bool,
     /// `Some(false)`: a level-9 snapshot is wanted before stopping; `Some(true)`: cut.
@@ -113,6 +120,8 @@ impl Replicator {
             need_snapshot: None,
             resume: None,
             remote_empty: true,
+            full_from: 1,
+            orphans: std::collections::BTreeSet::new(),
             shutdown: false,
             final_read_done: false,
             stop_snapshot: None,
@@ -157,10 +166,22 @@ impl Replicator {
             Ckpt::Locked { deadline, .. } => Some(deadline),
             _ => None,
         };
-        [self.next_tick, self.queue.next_deadline(), lock_deadline]
+        // Files the window holds back wait for a completion, not for a timer: reporting
+        // their (past) deadline would make the caller spin.
+        let queue_deadline = if self.outstanding() < self.cfg.max_in_flight.max(1) {
+            self.queue.next_deadline()
+        } else {
+            None
+        };
+        [self.next_tick, queue_deadline, lock_deadline]
             .into_iter()
             .flatten()
             .min()
+    }
+
+    /// Requests at the store: the queue's plus those of files dropped while in flight.
+    fn outstanding(&self) -> usize {
+        self.queue.outstanding() + self.orphans.len()
     }
 
     pub fn handle_timeout(&mut self, now: Now) {
@@ -233,6 +254,11 @@ impl Replicator {
         self.page_size = page_size;
         self.next_txid = remote.max_txid.saturating_add(1);
         self.remote_empty = remote.max_txid == 0;
+        // A hole below the tip (a file lost while later ones landed, or no snapshot at
+        // all): resuming would extend a chain no restore can reach. One full file from
+        // just past the reachable end bridges it.
+        let chain_end = remote.chain_end.min(remote.max_txid);
+        self.full_from = chain_end + 1;
         if let Some(l) = local
             && l.txid > remote.max_txid
         {
@@ -241,9 +267,10 @@ impl Replicator {
                 remote_txid: remote.max_txid,
             });
         }
-        let from_header = remote
-            .newest
-            .filter(|h| h.max_txid == remote.max_txid && h.wal_salt1 | h.wal_salt2 != 0);
+        let has_hole = chain_end < remote.max_txid;
+        let from_header = remote.newest.filter(|h| {
+            !has_hole && h.max_txid == remote.max_txid && h.wal_salt1 | h.wal_salt2 != 0
+        });
         self.resume = match (from_header, local) {
             (Some(h), _) => Some(ResumePoint {
                 salt1: h.wal_salt1,
@@ -251,7 +278,9 @@ impl Replicator {
                 wal_end: h.wal_offset + h.wal_size,
                 commit: h.commit,
             }),
-            (None, Some(l)) if l.txid == remote.max_txid && l.txid > 0 && l.wal_end > 0 => {
+            (None, Some(l))
+                if !has_hole && l.txid == remote.max_txid && l.txid > 0 && l.wal_end > 0 =>
+            {
                 Some(ResumePoint {
                     salt1: l.salt1,
                     salt2: l.salt2,
@@ -261,9 +290,9 @@ impl Replicator {
             }
             _ => None,
         };
-        if let Some(h) = remote.newest {
+        if let Some(h) = remote.newest.filter(|h| h.max_txid == chain_end) {
             self.durable = Position {
-                txid: remote.max_txid,
+                txid: chain_end,
                 salt1: h.wal_salt1,
                 salt2: h.wal_salt2,
                 wal_end: h.wal_offset + h.wal_size,
@@ -271,7 +300,7 @@ impl Replicator {
             };
         } else {
             self.durable = Position {
-                txid: remote.max_txid,
+                txid: chain_end,
                 ..Position::default()
             };
         }
@@ -448,7 +477,7 @@ impl Replicator {
             }
             _ => {
                 self.follow.clear_batch();
-                self.need_snapshot = Some((SnapshotReason::NoResumePoint, self.next_txid));
+                self.need_snapshot = Some((SnapshotReason::NoResumePoint, self.full_from));
             }
         }
     }
@@ -638,7 +667,7 @@ impl Replicator {
             return;
         }
         let window = self.cfg.max_in_flight.max(1);
-        let mut outstanding = self.queue.outstanding();
+        let mut outstanding = self.outstanding();
         let now = self.now.mono_ms;
         let mut cmds = Vec::new();
         for e in self.queue.iter_mut() {
@@ -672,6 +701,9 @@ impl Replicator {
 
     fn on_upload_done(&mut self, file: FileId, result: UploadResult) {
         let now = self.now.mono_ms;
+        if self.orphans.remove(&file) {
+            return; // Its slot in the window is free again; the file itself was replaced.
+        }
         let Some(e) = self.queue.get_mut(file) else {
             return;
         };
@@ -701,6 +733,11 @@ impl Replicator {
             UploadResult::SourceChanged(_) => {
                 let min = file.min_txid;
                 for dropped in self.queue.drain_from(min) {
+                    if dropped.file != file
+                        && matches!(dropped.state, State::InFlight | State::Checking)
+                    {
+                        self.orphans.insert(dropped.file);
+                    }
                     self.out.push_back(Command::Forget { file: dropped.file });
                 }
                 self.follow.forget_generation();
@@ -714,6 +751,9 @@ impl Replicator {
 
     fn on_check_done(&mut self, file: FileId, result: CheckResult) {
         let now = self.now.mono_ms;
+        if self.orphans.remove(&file) {
+            return;
+        }
         let Some(e) = self.queue.get_mut(file) else {
             return;
         };
@@ -930,6 +970,11 @@ impl Replicator {
             }
             Err(error) => self.emit(Event::CheckpointFailed { error }),
         }
+        if self.restart_expected.is_none() && self.need_snapshot.is_none() {
+            // Busy, partial or failed (a reader pins the WAL, say): trying again at once
+            // would only add a `_walvault_seq` transaction per attempt. Wait a while.
+            self.ckpt_not_before = self.now.mono_ms + 10 * self.cfg.sync_interval_ms;
+        }
         self.start_read();
     }
 
@@ -959,23 +1004,24 @@ impl Replicator {
     /// Only valid when nothing is pending, so the page index is exactly that state.
     fn cut_snapshot_level(&mut self) -> bool {
         let txid = self.durable.txid;
-        let Some(g) = self.follow.generation.as_ref() else {
-            return false;
-        };
-        if txid == 0
-            || self.shipped_commit == 0
-            || g.scanner.committed_offset() != self.durable.wal_end
-        {
+        let g = self.follow.generation.as_ref();
+        let end = g.map_or(0, |g| g.scanner.committed_offset());
+        if txid == 0 || self.shipped_commit == 0 || end != self.durable.wal_end {
             return false;
         }
         let commit = self.shipped_commit;
-        let overlay: Vec<(u32, u64)> = g.index.range(1..=commit).map(|(&p, &o)| (p, o)).collect();
+        let overlay: Vec<(u32, u64)> = g
+            .map(|g| g.index.range(1..=commit).map(|(&p, &o)| (p, o)).collect())
+            .unwrap_or_default();
         let mut header = self.base_header(commit, 1, txid);
-        let end = g.scanner.committed_offset();
-        header.wal_offset = WAL_HEADER_SIZE;
-        header.wal_size = end - WAL_HEADER_SIZE;
-        header.wal_salt1 = g.header.salt1;
-        header.wal_salt2 = g.header.salt2;
+        if let Some(g) = g
+            && end >= WAL_HEADER_SIZE
+        {
+            header.wal_offset = WAL_HEADER_SIZE;
+            header.wal_size = end - WAL_HEADER_SIZE;
+            header.wal_salt1 = g.header.salt1;
+            header.wal_salt2 = g.header.salt2;
+        }
         let spec = FileSpec {
             header,
             pages: PageSet::Full { overlay },

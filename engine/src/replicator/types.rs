@@ -61,10 +61,24 @@ pub struct Position {
 /// What the caller found in the store at start-up.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RemoteTip {
-    /// Highest TXID of any file of this database (0: none).
+    /// Highest TXID of any file of this database (0: none). New files go above it.
     pub max_txid: u64,
-    /// Header of the file that ends at `max_txid` (the lowest level holding it).
+    /// Highest TXID a restore reaches: through a snapshot and a contiguous chain
+    /// (0: none). Below `max_txid` when the store has a hole (files after a lost one).
+    pub chain_end: u64,
+    /// Header of the file that ends at `chain_end` (the lowest level holding it).
     pub newest: Option<Header>,
+}
+
+impl RemoteTip {
+    /// The tip of a store holding exactly these files (no hole: `chain_end == max_txid`).
+    pub fn contiguous(max_txid: u64, newest: Option<Header>) -> RemoteTip {
+        RemoteTip {
+            max_txid,
+            chain_end: max_txid,
+            newest,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

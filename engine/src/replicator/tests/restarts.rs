@@ -1,0 +1,223 @@
+//! Targeted scenarios of restarts: resuming the store's chain from the same WAL, a
+//! WAL whose salts changed meanwhile, an empty store, a store behind the persisted
+//! position, and crashes with uploads outstanding.
+
+use super::harness::{Harness, Outcome, config};
+use super::source::{PosKey, Source};
+use crate::keys::FileId;
+use crate::replicator::{Event, SnapshotReason};
+
+fn l0(min: u64, max: u64) -> FileId {
+    FileId {
+        level: 0,
+        min_txid: min,
+        max_txid: max,
+    }
+}
+
+fn commit(h: &mut Harness, pages: &[u32], commit: u32) -> PosKey {
+    h.commit(pages, commit).expect("writers are not blocked")
+}
+
+fn snapshots(h: &Harness) -> Vec<(u64, SnapshotReason)> {
+    h.events()
+        .filter_map(|e| match e {
+            Event::SnapshotStarted { txid, reason, .. } => Some((*txid, *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A harness that has shipped a few files and then stopped cleanly.
+fn shipped(seed: u64) -> Harness {
+    let mut h = Harness::new(config(), Source::new(4, seed));
+    h.start();
+    for p in 1..=3 {
+        commit(&mut h, &[p], 4 + p);
+        h.tick();
+    }
+    h.check();
+    h
+}
+
+#[test]
+fn restart_on_the_same_wal_continues_the_chain() {
+    let mut h = shipped(31);
+    let max = h.store.max_txid();
+    h.crash(&|_, _| false);
+    // The application writes while walvault is down.
+    commit(&mut h, &[2], 7);
+    h.start();
+    h.check();
+    assert!(
+        h.events()
+            .any(|e| matches!(e, Event::Resumed { txid, .. } if *txid == max))
+    );
+    assert_eq!(snapshots(&h), []);
+    // The application's transaction and the shell's `_walvault_seq` write are the
+    // first incremental file, TXID max+1, cut as soon as the scan ends.
+    assert_eq!(h.cuts(), [l0(max + 1, max + 1)]);
+    h.assert_restores(max + 1, h.src.pos());
+    let k = commit(&mut h, &[3], 7);
+    h.tick();
+    h.check();
+    assert_eq!(h.cuts(), [l0(max + 1, max + 1), l0(max + 2, max + 2)]);
+    h.assert_restores(max + 2, k);
+    h.assert_latest_is_source();
+    // Without the `_walvault_seq` write, and nothing new: nothing to ship at all.
+    h.crash(&|_, _| false);
+    h.seq_write = false;
+    h.start();
+    h.tick();
+    assert_eq!(h.cuts(), []);
+    assert_eq!(h.engine.next_txid(), max + 3);
+    assert_eq!(h.engine.durable().txid, max + 2);
+    h.check();
+}
+
+#[test]
+fn restart_on_a_new_wal_generation_writes_one_full_file() {
+    let mut h = shipped(32);
+    let max = h.store.max_txid();
+    h.crash(&|_, _| false);
+    // Down: the application checkpoints and restarts the WAL.
+    commit(&mut h, &[1, 8], 8);
+    h.src.external_checkpoint_and_restart(&[2], 8);
+    commit(&mut h, &[3], 8);
+    h.start();
+    h.check();
+    assert_eq!(snapshots(&h), [(max + 1, SnapshotReason::NoResumePoint)]);
+    assert_eq!(h.cuts(), [l0(max + 1, max + 1)]);
+    assert_eq!(h.store.pages(l0(max + 1, max + 1)).unwrap().len(), 8);
+    h.assert_latest_is_source();
+    let k = commit(&mut h, &[4], 8);
+    h.tick();
+    assert_eq!(h.cuts().last(), Some(&l0(max + 2, max + 2)));
+    h.assert_restores(max + 2, k);
+    h.check();
+}
+
+#[test]
+fn restart_with_an_empty_store_starts_at_txid_1() {
+    let mut h = shipped(33);
+    h.crash(&|_, _| false);
+    // The replica was wiped (a new bucket), the local position remains.
+    h.store = super::store::Store::default();
+    h.claims.clear();
+    h.reset_durable_floor();
+    h.start();
+    assert_eq!(snapshots(&h), [(1, SnapshotReason::Initial)]);
+    assert_eq!(h.cuts(), [l0(1, 1)]);
+    assert!(h.events().any(|e| matches!(e, Event::RemoteBehind { .. })));
+    h.check();
+    h.assert_latest_is_source();
+}
+
+#[test]
+fn restart_with_the_store_behind_the_persisted_position() {
+    // The store lost the newest acknowledged file.
+    let mut h = shipped(34);
+    let max = h.store.max_txid();
+    h.crash(&|_, _| false);
+    let mut kept = super::store::Store::default();
+    for id in h.store.ids() {
+        if id.max_txid < max {
+            assert!(kept.put_if_absent(id, h.store.get(id).unwrap()));
+        }
+    }
+    h.store = kept;
+    h.claims.remove(&max);
+    h.reset_durable_floor();
+    h.start();
+    assert!(h.events().any(|e| matches!(
+        e,
+        Event::RemoteBehind { local_txid, remote_txid } if *local_txid == max && *remote_txid == max - 1
+    )));
+    // Resumes at the store's tip in the same WAL: TXID max again, the same state.
+    h.check();
+    assert_eq!(h.cuts().first(), Some(&l0(max, max)));
+    h.assert_latest_is_source();
+}
+
+#[test]
+fn crash_after_upload_before_persist_resumes_after_the_stored_file() {
+    let mut h = shipped(35);
+    h.deferred = true;
+    commit(&mut h, &[1], 7);
+    h.tick();
+    let f = h.inflight[0].file();
+    // The PUT lands, the process dies before hearing of it.
+    h.crash(&|_, _| true);
+    assert!(h.store.get(f).is_some());
+    assert!(h.persisted.unwrap().txid < f.max_txid);
+    h.deferred = false;
+    h.start();
+    h.check();
+    assert!(
+        h.events()
+            .any(|e| matches!(e, Event::Resumed { txid, .. } if *txid == f.max_txid))
+    );
+    assert_eq!(snapshots(&h), []);
+    h.tick();
+    h.check();
+    assert!(h.store.level0_holes(h.store.max_txid()).is_empty());
+    h.assert_latest_is_source();
+}
+
+#[test]
+fn crash_with_a_hole_below_the_tip_does_not_resume_over_it() {
+    let mut h = shipped(36);
+    h.deferred = true;
+    let base = h.store.max_txid();
+    commit(&mut h, &[1], 7);
+    h.tick();
+    commit(&mut h, &[2], 7);
+    h.tick();
+    // base+1 fails transiently, base+2 is stored; then the process dies.
+    h.complete(0, Outcome::Transient, super::harness::CheckOutcome::Real);
+    h.complete(0, Outcome::Ok, super::harness::CheckOutcome::Real);
+    assert!(h.store.get(l0(base + 2, base + 2)).is_some());
+    assert!(h.store.get(l0(base + 1, base + 1)).is_none());
+    h.crash(&|_, _| false);
+    h.deferred = false;
+    h.reset_durable_floor();
+    h.start();
+    h.tick();
+    // The chain must not go on over the hole at base+1.
+    assert!(
+        h.store.level0_holes(h.store.max_txid()).is_empty(),
+        "hole at {:?}; store {:?}",
+        h.store.level0_holes(h.store.max_txid()),
+        h.store.ids()
+    );
+    h.check();
+    h.assert_latest_is_source();
+}
+
+#[test]
+fn crash_before_the_initial_snapshot_landed() {
+    // Minimized by the model (model_with_holes): max_in_flight 2, checkpoint_frames 3.
+    let mut cfg = config();
+    cfg.max_in_flight = 2;
+    cfg.checkpoint_frames = 3;
+    let mut h = Harness::new(cfg, Source::new(3, 0));
+    h.deferred = true;
+    h.start(); // TXID 1 (full) is uploading
+    commit(&mut h, &[1], 1);
+    commit(&mut h, &[1], 1);
+    h.advance(1_000); // TXID 2 is uploading
+    // The process dies; only TXID 2's PUT had reached the store.
+    h.crash(&|_, f| f.max_txid == 2);
+    h.reset_durable_floor();
+    h.start();
+    h.complete_all();
+    h.tick();
+    h.complete_all();
+    assert!(
+        h.restore(crate::restore_plan::Target::Latest).is_ok(),
+        "nothing restores: store {:?}, durable {}",
+        h.store.ids(),
+        h.engine.durable().txid
+    );
+    h.check();
+}
