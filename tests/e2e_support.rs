@@ -292,10 +292,12 @@ pub fn remote_files(
         let files = walvault::remote::list_files(&store, name).await.unwrap();
         let mut out = Vec::new();
         for f in files {
-            let bytes = store
-                .get(&walvault::remote::key(&store, name, f.id))
-                .await
-                .unwrap();
+            let bytes = match store.get(&walvault::remote::key(&store, name, f.id)).await {
+                Ok(b) => b,
+                // Deleted between listing and reading (a running Litestream retires files).
+                Err(walvault::storage::StoreError::NotFound(_)) => continue,
+                Err(e) => panic!("reading {}: {e}", f.id),
+            };
             let (h, pages, _) =
                 walvault_engine::ltx::decode_all(&bytes).expect("every stored file decodes");
             out.push((f.id, h, pages.len() as u64));

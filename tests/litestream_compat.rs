@@ -124,8 +124,8 @@ impl Rig {
     }
 
     /// `litestream restore` of `name` (latest, or `-txid`) into `out`, with a full
-    /// integrity check. Asserts success and that Litestream printed no warnings.
-    fn ls_restore(&self, prefix: &str, name: &str, out: &Path, txid: Option<u64>) {
+    /// integrity check.
+    fn ls_restore_output(&self, prefix: &str, name: &str, out: &Path, txid: Option<u64>) -> Output {
         let url = self.ls_url(prefix, name);
         let txid_s = txid.map(|t| format!("{t:016x}"));
         let mut args = vec![
@@ -139,11 +139,17 @@ impl Rig {
             args.extend(["-txid", t.as_str()]);
         }
         args.push(&url);
-        let o = self.litestream(&args);
+        self.litestream(&args)
+    }
+
+    /// [`Rig::ls_restore_output`], asserting success and that Litestream printed no
+    /// warnings.
+    fn ls_restore(&self, prefix: &str, name: &str, out: &Path, txid: Option<u64>) {
+        let o = self.ls_restore_output(prefix, name, out, txid);
         let text = output_text(&o);
         assert!(
             o.status.success(),
-            "litestream restore {txid_s:?} failed:\n{text}"
+            "litestream restore {txid:x?} failed:\n{text}"
         );
         assert_no_warnings("litestream restore", &text);
     }
@@ -156,7 +162,8 @@ impl Rig {
     /// Writes a Litestream config for `db` (replica at `<prefix>/<stem>`) with intervals
     /// short enough that an L1 compaction, a level-9 snapshot and its own checkpoints
     /// happen within seconds.
-    fn ls_config(&self, db: &Path, prefix: &str) -> PathBuf {
+    /// `l0_retention`: how long Litestream keeps L0 files once an L1 file covers them.
+    fn ls_config(&self, db: &Path, prefix: &str, l0_retention: &str) -> PathBuf {
         let name = db.file_stem().unwrap().to_str().unwrap();
         let yaml = format!(
             "levels:
@@ -164,7 +171,8 @@ impl Rig {
 snapshot:
   interval: 3s
   retention: 1h
-l0-retention: 1h
+l0-retention: {l0_retention}
+l0-retention-check-interval: 1s
 dbs:
   - path: {db}
     monitor-interval: 100ms
@@ -305,16 +313,20 @@ impl Drop for Litestream {
 // ---------------------------------------------------------------------------
 // Shared checks
 
-fn wv_restore(url: &str, name: &str, out: &Path, txid: Option<u64>, env: &Env) {
+fn wv_restore_output(url: &str, name: &str, out: &Path, txid: Option<u64>, env: &Env) -> Output {
     let txid_s = txid.map(|t| format!("{t:016x}"));
     let mut args = vec!["restore", name, "-o", out.to_str().unwrap(), "-b", url];
     if let Some(t) = &txid_s {
         args.extend(["--txid", t.as_str()]);
     }
-    let o = run(&args, env);
+    run(&args, env)
+}
+
+fn wv_restore(url: &str, name: &str, out: &Path, txid: Option<u64>, env: &Env) {
+    let o = wv_restore_output(url, name, out, txid, env);
     assert!(
         o.status.success(),
-        "walvault restore {txid_s:?} failed:\n{}",
+        "walvault restore {txid:x?} failed:\n{}",
         output_text(&o)
     );
 }
@@ -332,52 +344,202 @@ fn same_pages(a: &Path, b: &Path) -> u64 {
     walvault::compare::compare_pages(a, b, page_size(a)).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-/// A few earlier TXIDs worth restoring to: the end of a snapshot, of an L1 file, of
-/// an L0 file inside an L1 range, and a point early in the chain.
+/// A few earlier TXIDs worth restoring to, all of them file ends (so reachable even
+/// after Litestream retired L0 files): the end of the oldest non-trivial snapshot, of
+/// a middle L1 file, of L0 files inside an L1 range, and points spread over the chain.
 fn sample_txids(files: &Files) -> Vec<u64> {
     let last = files.iter().map(|(id, _, _)| id.max_txid).max().unwrap();
-    let ends = |level: u8| -> Vec<u64> {
-        files
+    let ends = |level: Option<u8>| -> Vec<u64> {
+        let set: BTreeSet<u64> = files
             .iter()
-            .filter(|(id, _, _)| id.level == level && id.max_txid < last)
+            .filter(|(id, _, _)| level.is_none_or(|l| id.level == l))
             .map(|(id, _, _)| id.max_txid)
-            .collect()
+            .filter(|&t| t < last)
+            .collect();
+        set.into_iter().collect()
     };
     let mut picks = BTreeSet::new();
-    if let Some(&t) = ends(9).iter().filter(|&&t| t > 1).min() {
+    if let Some(&t) = ends(Some(9)).iter().find(|&&t| t > 1) {
         picks.insert(t);
     }
-    let l1 = ends(1);
+    let l1 = ends(Some(1));
     if let Some(&t) = l1.get(l1.len() / 2) {
         picks.insert(t);
     }
-    let l0 = ends(0);
-    let l1_ends: BTreeSet<u64> = l1.iter().copied().collect();
-    if let Some(&t) = l0
-        .iter()
-        .filter(|t| !l1_ends.contains(t))
-        .nth(l0.len() * 2 / 3)
-        .or(l0.last())
-    {
-        picks.insert(t);
+    let l0: Vec<u64> = ends(Some(0))
+        .into_iter()
+        .filter(|t| !l1.contains(t))
+        .collect();
+    for i in [l0.len() / 3, l0.len() * 2 / 3] {
+        if let Some(&t) = l0.get(i) {
+            picks.insert(t);
+        }
     }
-    for t in [2, last / 3 + 1, last / 2, last * 2 / 3] {
-        picks.insert(t);
+    let all = ends(None);
+    for i in [0, all.len() / 4, all.len() / 2, all.len() * 3 / 4] {
+        if let Some(&t) = all.get(i) {
+            picks.insert(t);
+        }
     }
-    picks.into_iter().filter(|&t| t < last).collect()
+    picks.into_iter().collect()
 }
 
-/// For each TXID: walvault's and Litestream's restores are identical and sound.
+/// For each TXID: both tools agree whether it is restorable (Litestream's L0
+/// retention can leave a file end unreachable), and where it is, their restores are
+/// identical and sound. At least three TXIDs must be restorable.
 fn both_tools_agree_at(rig: &Rig, prefix: &str, name: &str, txids: &[u64]) {
-    assert!(txids.len() >= 3, "too few TXIDs to compare: {txids:?}");
+    let mut compared = 0;
     for &t in txids {
         let wv = rig.path(&format!("{name}-wv-{t:x}.db"));
         let ls = rig.path(&format!("{name}-ls-{t:x}.db"));
-        rig.wv_restore(prefix, name, &wv, Some(t));
-        rig.ls_restore(prefix, name, &ls, Some(t));
+        let a = wv_restore_output(&rig.wv_url(prefix), name, &wv, Some(t), &rig.env());
+        let b = rig.ls_restore_output(prefix, name, &ls, Some(t));
+        assert_eq!(
+            a.status.success(),
+            b.status.success(),
+            "the tools disagree whether TXID {t:x} is restorable:\nwalvault: {}\nlitestream: {}",
+            output_text(&a),
+            output_text(&b)
+        );
+        if !a.status.success() {
+            continue;
+        }
+        assert_no_warnings("litestream restore", &output_text(&b));
         same_pages(&wv, &ls);
         integrity_ok(&wv);
         integrity_ok(&ls);
+        compared += 1;
+    }
+    assert!(
+        compared >= 3,
+        "too few restorable TXIDs compared among {txids:x?}"
+    );
+}
+
+/// Points in time just after some files' header timestamps (the time Litestream
+/// stores as `litestream-timestamp` and restores by), and one between two files.
+/// Only times within `[first, last]` upload time (S3 LastModified): Litestream refuses
+/// anything outside that span with "timestamp does not exist"; walvault does not.
+fn sample_times(files: &Files, (first, last): (i64, i64)) -> Vec<i64> {
+    let mut ts: Vec<i64> = files.iter().map(|(_, h, _)| h.timestamp_ms).collect();
+    ts.sort_unstable();
+    ts.dedup();
+    let mut cands: Vec<i64> = ts.iter().map(|t| t + 1).collect();
+    cands.extend(ts.windows(2).map(|w| (w[0] + w[1]) / 2));
+    cands.retain(|t| (first..=last).contains(t));
+    cands.sort_unstable();
+    let n = cands.len();
+    let picks: BTreeSet<i64> = [n / 4, n / 2, n * 3 / 4, n.saturating_sub(1)]
+        .iter()
+        .filter_map(|&i| cands.get(i).copied())
+        .collect();
+    picks.into_iter().collect()
+}
+
+/// The earliest and latest upload time (S3 LastModified) of `name`'s files.
+fn upload_span(rig: &Rig, prefix: &str, name: &str) -> (i64, i64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let times: Vec<i64> = rt.block_on(async {
+        let url = walvault::storage::ReplicaUrl::parse(&rig.wv_url(prefix)).unwrap();
+        let opts = walvault::storage::StoreOptions {
+            endpoint: Some(rig.server.endpoint.clone()),
+            ..Default::default()
+        };
+        let store = walvault::storage::Store::open(&url, &opts).await.unwrap();
+        let files = walvault::remote::list_files(&store, name).await.unwrap();
+        files.iter().filter_map(|f| f.timestamp_ms).collect()
+    });
+    (*times.iter().min().unwrap(), *times.iter().max().unwrap())
+}
+
+/// `--timestamp` / `-timestamp`: both tools agree whether the time is restorable and,
+/// where it is, restore identical databases.
+fn both_tools_agree_at_times(rig: &Rig, prefix: &str, name: &str, times: &[i64]) {
+    let mut compared = 0;
+    for &t in times {
+        let ts = walvault_engine::time::format_rfc3339_ms(t);
+        let wv = rig.path(&format!("{name}-wv-t{t}.db"));
+        let ls = rig.path(&format!("{name}-ls-t{t}.db"));
+        let a = run(
+            &[
+                "restore",
+                name,
+                "-o",
+                wv.to_str().unwrap(),
+                "-b",
+                &rig.wv_url(prefix),
+                "--timestamp",
+                &ts,
+            ],
+            &rig.env(),
+        );
+        let url = rig.ls_url(prefix, name);
+        let b = rig.litestream(&[
+            "restore",
+            "-json",
+            "-o",
+            ls.to_str().unwrap(),
+            "-timestamp",
+            &ts,
+            &url,
+        ]);
+        assert_eq!(
+            a.status.success(),
+            b.status.success(),
+            "the tools disagree whether {ts} is restorable:\nwalvault: {}\nlitestream: {}",
+            output_text(&a),
+            output_text(&b)
+        );
+        if !a.status.success() {
+            continue;
+        }
+        assert_no_warnings("litestream restore", &output_text(&b));
+        if let Err(e) = walvault::compare::compare_pages(&wv, &ls, page_size(&wv)) {
+            panic!(
+                "restores to {ts} differ ({e:#}):\nwalvault: {}\nlitestream: {}\nfiles: {:#?}",
+                output_text(&a),
+                output_text(&b),
+                rig.files(prefix, name)
+                    .iter()
+                    .map(|(id, h, _)| (
+                        id.to_string(),
+                        walvault_engine::time::format_rfc3339_ms(h.timestamp_ms)
+                    ))
+                    .collect::<Vec<_>>()
+            );
+        }
+        compared += 1;
+    }
+    assert!(
+        compared >= 2,
+        "too few restorable times compared among {times:?}"
+    );
+}
+
+/// Polls the replica until `done` holds (30 s at most).
+fn wait_for_files(
+    rig: &Rig,
+    prefix: &str,
+    name: &str,
+    ls: &Litestream,
+    done: impl Fn(&Files) -> bool,
+) {
+    let start = Instant::now();
+    loop {
+        let files = rig.files(prefix, name);
+        if done(&files) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "Litestream did not produce the expected files: {:?}\n{}",
+            files.iter().map(|f| f.0).collect::<Vec<_>>(),
+            ls.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(250));
     }
 }
 
@@ -409,31 +571,25 @@ fn litestream_to_walvault() {
     };
     let db = rig.path("lsdb.db");
     create_db(&db);
-    let ls = Litestream::start(&rig, &rig.ls_config(&db, "p"));
+    let ls = Litestream::start(&rig, &rig.ls_config(&db, "p", "2s"));
     // Only Litestream checkpoints.
     let mut work = Workload::open(&db, 3).without_autocheckpoint();
     work_in_rounds(&mut work, 6, 150, Duration::from_millis(600));
     assert!(work.page_count() > 300, "the database should grow");
-    // Long enough for an L1 compaction and a snapshot of a non-trivial state.
-    let start = Instant::now();
-    let files = loop {
-        let files = rig.files("p", "lsdb");
+    // Long enough for an L1 compaction, a snapshot of a non-trivial state, Litestream's
+    // own checkpoints (WAL restarts: several salts) and retired L0 files.
+    wait_for_files(&rig, "p", "lsdb", &ls, |files| {
         let has = |level: u8| files.iter().any(|(id, _, _)| id.level == level);
-        let snap = files
+        let l0_from_1 = files
             .iter()
-            .any(|(id, _, _)| id.level == 9 && id.max_txid > 1);
-        if has(1) && snap && l0_salts(&files).len() >= 2 {
-            break files;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "no L1 file, snapshot or checkpoint from Litestream: {:?}\n{}",
-            files.iter().map(|f| f.0).collect::<Vec<_>>(),
-            ls.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    };
-    drop(files);
+            .any(|(id, _, _)| id.level == 0 && id.min_txid == 1);
+        has(1)
+            && files
+                .iter()
+                .any(|(id, _, _)| id.level == 9 && id.max_txid > 1)
+            && l0_salts(files).len() >= 2
+            && !l0_from_1
+    });
     ls.stop();
     let files = rig.files("p", "lsdb");
     // Latest equals the source.
@@ -442,8 +598,10 @@ fn litestream_to_walvault() {
     rig.wv_restore("p", "lsdb", &out, None);
     assert_eq!(same_pages(&db, &out), work.page_count());
     integrity_ok(&out);
-    // Earlier points equal Litestream's own restores.
+    // Earlier points equal Litestream's own restores, by TXID and by time.
     both_tools_agree_at(&rig, "p", "lsdb", &sample_txids(&files));
+    let span = upload_span(&rig, "p", "lsdb");
+    both_tools_agree_at_times(&rig, "p", "lsdb", &sample_times(&files, span));
 }
 
 // ---------------------------------------------------------------------------
@@ -456,9 +614,16 @@ fn walvault_to_litestream() {
     };
     let db = rig.path("wvdb.db");
     create_db(&db);
-    let w = Watcher::start(&[&db], &rig.wv_url("p"), &rig.env(), &rig.path("watch.log"));
+    let (url, log) = (rig.wv_url("p"), rig.path("watch.log"));
     let mut work = Workload::open(&db, 5);
-    work_in_rounds(&mut work, 4, 200, Duration::from_millis(150));
+    let w = Watcher::start(&[&db], &url, &rig.env(), &log);
+    work_in_rounds(&mut work, 3, 200, Duration::from_millis(150));
+    w.stop();
+    // A level-9 snapshot in the middle of the chain.
+    let o = run(&["snapshot", db.to_str().unwrap(), "-b", &url], &rig.env());
+    assert!(o.status.success(), "walvault snapshot: {}", output_text(&o));
+    let w = Watcher::start(&[&db], &url, &rig.env(), &log);
+    work_in_rounds(&mut work, 2, 200, Duration::from_millis(150));
     // The application checkpoints and restarts the WAL behind walvault's back:
     // walvault continues with a full-database L0 file.
     work.conn()
@@ -469,14 +634,27 @@ fn walvault_to_litestream() {
     w.stop();
     let files = rig.files("p", "wvdb");
     assert_contiguous_l0(&files);
+    assert!(
+        files
+            .iter()
+            .any(|(id, _, _)| id.level == 9 && id.max_txid > 1)
+    );
+    assert!(
+        files
+            .iter()
+            .any(|f| f.0.level == 0 && f.0.min_txid > 1 && is_full(f)),
+        "a full-database L0 file after the WAL reset"
+    );
     checkpoint_truncate(&db);
 
-    // Litestream restores latest to exactly the source.
+    // Litestream restores latest to exactly the source...
     let out = rig.path("wvdb-latest.db");
     rig.ls_restore("p", "wvdb", &out, None);
     assert_eq!(same_pages(&db, &out), work.page_count());
     // ... and every earlier point the way walvault does.
     both_tools_agree_at(&rig, "p", "wvdb", &sample_txids(&files));
+    let span = upload_span(&rig, "p", "wvdb");
+    both_tools_agree_at_times(&rig, "p", "wvdb", &sample_times(&files, span));
 
     // `litestream ltx` lists every file walvault wrote, at every level.
     let o = rig.litestream(&["ltx", "-level", "all", "-json", &rig.ls_url("p", "wvdb")]);
@@ -511,18 +689,47 @@ fn walvault_to_litestream() {
     );
 }
 
+/// walvault's `file://` layout is Litestream's file backend layout.
+#[test]
+fn walvault_file_replica_to_litestream() {
+    let Some(bin) = litestream_bin() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("fdb.db");
+    create_db(&db);
+    let root = dir.path().join("replica");
+    let url = format!("file://{}", root.display());
+    let mut work = Workload::open(&db, 21);
+    let w = Watcher::start(&[&db], &url, &Vec::new(), &dir.path().join("watch.log"));
+    work_in_rounds(&mut work, 2, 200, Duration::from_millis(150));
+    w.stop();
+    checkpoint_truncate(&db);
+    let out = dir.path().join("fdb-ls.db");
+    let mut cmd = Command::new(&bin);
+    cmd.args(["restore", "-integrity-check", "full", "-o"])
+        .arg(&out)
+        .arg(format!("file://{}", root.join("fdb").display()));
+    ls_env(&mut cmd, &Vec::new());
+    let o = cmd.output().unwrap();
+    let text = output_text(&o);
+    assert!(o.status.success(), "litestream restore file://: {text}");
+    assert_no_warnings("litestream restore", &text);
+    assert_eq!(same_pages(&db, &out), work.page_count());
+}
+
 // ---------------------------------------------------------------------------
-// Mixed history: one tool continues the other's chain
+// Mixed history: one tool continues the other's chain at the same path
 
 /// Both tools restore latest to exactly `db` (checkpointed first).
-fn both_restore_latest(rig: &Rig, prefix: &str, name: &str, db: &Path) {
+fn both_restore_latest(rig: &Rig, prefix: &str, name: &str, db: &Path, tag: &str) {
     checkpoint_truncate(db);
     let pages = Connection::open(db)
         .unwrap()
         .query_row("PRAGMA page_count", [], |r| r.get::<_, u64>(0))
         .unwrap();
-    let wv = rig.path(&format!("{name}-wv-latest.db"));
-    let ls = rig.path(&format!("{name}-ls-latest.db"));
+    let wv = rig.path(&format!("{name}-wv-{tag}.db"));
+    let ls = rig.path(&format!("{name}-ls-{tag}.db"));
     rig.wv_restore(prefix, name, &wv, None);
     rig.ls_restore(prefix, name, &ls, None);
     assert_eq!(same_pages(db, &wv), pages);
@@ -530,59 +737,120 @@ fn both_restore_latest(rig: &Rig, prefix: &str, name: &str, db: &Path) {
     integrity_ok(&wv);
 }
 
+fn tip(files: &Files) -> u64 {
+    files
+        .iter()
+        .map(|(id, _, _)| id.max_txid)
+        .max()
+        .unwrap_or(0)
+}
+
+/// The files in `after` that are not in `before`; asserts none of `before` vanished.
+fn new_files(before: &Files, after: &Files) -> Files {
+    for (id, _, _) in before {
+        assert!(
+            after.iter().any(|a| a.0 == *id),
+            "{id} disappeared from the replica"
+        );
+    }
+    after
+        .iter()
+        .filter(|a| !before.iter().any(|b| b.0 == a.0))
+        .cloned()
+        .collect()
+}
+
+/// walvault's share of a mixed history: level-0 files only, starting right after the
+/// previous writer's tip, never overwriting anything.
+fn assert_walvault_continued(before: &Files, after: &Files) -> Files {
+    let ours = new_files(before, after);
+    assert!(!ours.is_empty(), "walvault uploaded nothing");
+    assert!(ours.iter().all(|(id, _, _)| id.level == 0));
+    assert_eq!(
+        ours.iter().map(|(id, _, _)| id.min_txid).min(),
+        Some(tip(before) + 1),
+        "walvault must continue at the previous tip + 1"
+    );
+    assert_contiguous_l0(after);
+    ours
+}
+
+fn is_full(f: &(FileId, Header, u64)) -> bool {
+    u64::from(f.1.commit) == f.2
+}
+
+/// Litestream writes first; walvault continues (resuming incrementally from the WAL
+/// position in Litestream's last L0 header); Litestream continues walvault's chain;
+/// the application checkpoints behind everyone's back; walvault continues with one
+/// full-database file. Both tools restore every stage to the source.
 #[test]
-fn litestream_then_walvault() {
-    let Some(rig) = Rig::new("ls-then-wv") else {
+fn mixed_history_litestream_first() {
+    let Some(rig) = Rig::new("mixed-ls") else {
         return;
     };
     let db = rig.path("mixa.db");
     create_db(&db);
+    let (url, log) = (rig.wv_url("m"), rig.path("watch-mixa.log"));
+    let config = rig.ls_config(&db, "m", "1h");
     let mut work = Workload::open(&db, 9).without_autocheckpoint();
-    let ls = Litestream::start(&rig, &rig.ls_config(&db, "m"));
+
+    let ls = Litestream::start(&rig, &config);
     work_in_rounds(&mut work, 3, 150, Duration::from_millis(400));
     ls.stop();
-    let before = rig.files("m", "mixa");
-    let ls_tip = before.iter().map(|(id, _, _)| id.max_txid).max().unwrap();
+    let stage1 = rig.files("m", "mixa");
 
-    let log = rig.path("watch-mixa.log");
-    let w = Watcher::start(&[&db], &rig.wv_url("m"), &rig.env(), &log);
-    work_in_rounds(&mut work, 3, 150, Duration::from_millis(150));
+    let w = Watcher::start(&[&db], &url, &rig.env(), &log);
+    work_in_rounds(&mut work, 2, 150, Duration::from_millis(150));
     w.stop();
-    let after = rig.files("m", "mixa");
-    eprintln!(
-        "{:?}",
-        after
-            .iter()
-            .map(|f| (
-                f.0,
-                f.1.commit,
-                f.2,
-                f.1.wal_salt1,
-                f.1.wal_offset,
-                f.1.wal_size
-            ))
-            .collect::<Vec<_>>()
+    let stage2 = rig.files("m", "mixa");
+    let ours = assert_walvault_continued(&stage1, &stage2);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("resuming the existing chain"),
+        "walvault should resume Litestream's WAL position:\n{text}"
     );
-    eprintln!("{}", std::fs::read_to_string(&log).unwrap());
-    // walvault never touched Litestream's files and continued at its tip + 1.
-    for f in &before {
-        assert!(after.iter().any(|a| a.0 == f.0), "{:?} disappeared", f.0);
-    }
-    let ours: Vec<FileId> = after
-        .iter()
-        .map(|f| f.0)
-        .filter(|id| !before.iter().any(|b| b.0 == *id))
-        .collect();
-    assert!(!ours.is_empty());
-    assert!(ours.iter().all(|id| id.level == 0 && id.min_txid > ls_tip));
-    assert_eq!(ours.iter().map(|id| id.min_txid).min(), Some(ls_tip + 1));
-    assert_contiguous_l0(&after);
-    both_restore_latest(&rig, "m", "mixa", &db);
+    assert!(
+        !is_full(&ours[0]),
+        "the first file after a resume is incremental"
+    );
+    both_restore_latest(&rig, "m", "mixa", &db, "2");
+
+    // Litestream continues walvault's chain (and compacts walvault's files).
+    let ls = Litestream::start(&rig, &config);
+    work_in_rounds(&mut work, 2, 150, Duration::from_millis(400));
+    ls.stop();
+    let stage3 = rig.files("m", "mixa");
+    let theirs = new_files(&stage2, &stage3);
+    assert!(
+        theirs
+            .iter()
+            .any(|(id, _, _)| id.level == 0 && id.min_txid == tip(&stage2) + 1)
+    );
+    both_restore_latest(&rig, "m", "mixa", &db, "3");
+
+    // The WAL is reset while nobody watches: no resume point, one full-database file.
+    work.run(50, None);
+    checkpoint_truncate(&db);
+    work.run(50, None);
+    let w = Watcher::start(&[&db], &url, &rig.env(), &log);
+    work.run(150, None); // no VACUUM: only the first file may hold every page
+    w.stop();
+    let stage4 = rig.files("m", "mixa");
+    let ours = assert_walvault_continued(&stage3, &stage4);
+    assert!(
+        is_full(&ours[0]),
+        "after a WAL reset walvault starts with the whole database"
+    );
+    assert_eq!(ours.iter().filter(|f| is_full(f)).count(), 1);
+    both_restore_latest(&rig, "m", "mixa", &db, "4");
+    both_tools_agree_at(&rig, "m", "mixa", &sample_txids(&stage4));
 }
 
+/// walvault writes first; Litestream continues the chain at the next TXID (from
+/// walvault's WAL position) and compacts and snapshots walvault's files with its own.
 #[test]
-fn walvault_then_litestream() {
-    let Some(rig) = Rig::new("wv-then-ls") else {
+fn mixed_history_walvault_first() {
+    let Some(rig) = Rig::new("mixed-wv") else {
         return;
     };
     let db = rig.path("mixb.db");
@@ -593,52 +861,179 @@ fn walvault_then_litestream() {
     work_in_rounds(&mut work, 3, 150, Duration::from_millis(150));
     w.stop();
     let before = rig.files("m", "mixb");
-    let wv_tip = before.iter().map(|(id, _, _)| id.max_txid).max().unwrap();
 
-    let ls = Litestream::start(&rig, &rig.ls_config(&db, "m"));
+    let ls = Litestream::start(&rig, &rig.ls_config(&db, "m", "1h"));
     work_in_rounds(&mut work, 3, 150, Duration::from_millis(400));
-    std::thread::sleep(Duration::from_millis(1500));
+    // Litestream compacts walvault's files into L1 and snapshots past walvault's tip.
+    let wv_tip = tip(&before);
+    wait_for_files(&rig, "m", "mixb", &ls, |files| {
+        let theirs = new_files(&before, files);
+        let has = |f: &dyn Fn(&FileId) -> bool| theirs.iter().any(|(id, _, _)| f(id));
+        has(&|id| id.level == 0 && id.min_txid == wv_tip + 1)
+            && has(&|id| id.level == 1 && id.min_txid == 1 && id.max_txid >= wv_tip)
+            && has(&|id| id.level == 9 && id.max_txid > wv_tip)
+    });
     ls.stop();
     let after = rig.files("m", "mixb");
-    eprintln!(
-        "{:?}",
-        after
-            .iter()
-            .map(|f| (
-                f.0,
-                f.1.commit,
-                f.2,
-                f.1.wal_salt1,
-                f.1.wal_offset,
-                f.1.wal_size
-            ))
-            .collect::<Vec<_>>()
-    );
-    eprintln!(
-        "{}",
-        std::fs::read_to_string(rig.path("litestream-mixb.log")).unwrap()
-    );
-    for f in &before {
-        assert!(after.iter().any(|a| a.0 == f.0), "{:?} disappeared", f.0);
+    both_restore_latest(&rig, "m", "mixb", &db, "latest");
+    both_tools_agree_at(&rig, "m", "mixb", &sample_txids(&after));
+}
+
+// ---------------------------------------------------------------------------
+// Legacy page frames (Litestream 0.5.0-0.5.15)
+
+/// Writes one LTX file the way ltx v0.5.0/v0.5.1 did: 6-byte page headers with flags
+/// 0, each followed by one complete LZ4 frame (64 KiB blocks, content checksum), the
+/// page index, and a file checksum over the headers and *uncompressed* pages.
+/// Independent of walvault's codec on purpose: it is the oracle for the decoder.
+fn legacy_ltx(min_txid: u64, max_txid: u64, commit: u32, pages: &[(u32, &[u8])]) -> Vec<u8> {
+    use std::io::Write as _;
+    let crc = crc::Crc::<u64>::new(&crc::CRC_64_GO_ISO);
+    let mut d = crc.digest();
+    let page_size = pages[0].1.len() as u32;
+    let mut out = Vec::new();
+    out.extend_from_slice(b"LTX1");
+    out.extend_from_slice(&2u32.to_be_bytes()); // NoChecksum, as Litestream 0.5 wrote
+    out.extend_from_slice(&page_size.to_be_bytes());
+    out.extend_from_slice(&commit.to_be_bytes());
+    out.extend_from_slice(&min_txid.to_be_bytes());
+    out.extend_from_slice(&max_txid.to_be_bytes());
+    out.extend_from_slice(&1_700_000_000_000i64.to_be_bytes());
+    out.resize(100, 0); // checksum, WAL fields, node id, reserved: zero
+    d.update(&out);
+    let varint = |buf: &mut Vec<u8>, mut v: u64| {
+        while v >= 0x80 {
+            buf.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        buf.push(v as u8);
+    };
+    let mut index = Vec::new();
+    for (pgno, data) in pages {
+        let offset = out.len() as u64;
+        let mut head = pgno.to_be_bytes().to_vec();
+        head.extend_from_slice(&0u16.to_be_bytes());
+        let info = lz4_flex::frame::FrameInfo::new()
+            .block_size(lz4_flex::frame::BlockSize::Max64KB)
+            .content_checksum(true);
+        let mut enc = lz4_flex::frame::FrameEncoder::with_frame_info(info, Vec::new());
+        enc.write_all(data).unwrap();
+        let frame = enc.finish().unwrap();
+        d.update(&head);
+        d.update(data);
+        out.extend_from_slice(&head);
+        out.extend_from_slice(&frame);
+        varint(&mut index, u64::from(*pgno));
+        varint(&mut index, offset);
+        varint(&mut index, out.len() as u64 - offset);
     }
-    assert!(after.iter().any(|(id, _, _)| id.max_txid > wv_tip));
-    both_restore_latest(&rig, "m", "mixb", &db);
+    out.extend_from_slice(&[0u8; 6]);
+    d.update(&[0u8; 6]);
+    index.push(0);
+    let len = index.len() as u64;
+    index.extend_from_slice(&len.to_be_bytes());
+    index.extend_from_slice(&0u64.to_be_bytes()); // post-apply checksum (NoChecksum)
+    d.update(&index);
+    out.extend_from_slice(&index);
+    out.extend_from_slice(&((1u64 << 63) | d.finalize()).to_be_bytes());
+    out
+}
+
+/// Pages of `next` (numbered from 1) that differ from `prev` or lie beyond its end.
+fn changed_pages<'a>(prev: &[Vec<u8>], next: &'a [Vec<u8>]) -> Vec<(u32, &'a [u8])> {
+    (1u32..)
+        .zip(next)
+        .filter(|(p, d)| prev.get(*p as usize - 1) != Some(*d))
+        .map(|(p, d)| (p, d.as_slice()))
+        .collect()
+}
+
+/// The database file's pages after a TRUNCATE checkpoint.
+fn db_pages(db: &Path) -> Vec<Vec<u8>> {
+    checkpoint_truncate(db);
+    let bytes = std::fs::read(db).unwrap();
+    bytes.chunks(page_size(db)).map(<[u8]>::to_vec).collect()
 }
 
 #[test]
-fn scratch_wv_then_wv() {
-    let Some(rig) = Rig::new("scratch") else {
-        return;
-    };
-    let db = rig.path("mixa.db");
+fn legacy_page_frames_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("legacy-src.db");
     create_db(&db);
-    let mut work = Workload::open(&db, 9).without_autocheckpoint();
-    let log = rig.path("watch-mixa.log");
-    let w = Watcher::start(&[&db], &rig.wv_url("m"), &rig.env(), &log);
-    work_in_rounds(&mut work, 3, 150, Duration::from_millis(400));
-    w.stop();
-    let w = Watcher::start(&[&db], &rig.wv_url("m"), &rig.env(), &log);
-    work_in_rounds(&mut work, 3, 150, Duration::from_millis(150));
-    w.stop();
-    eprintln!("{}", std::fs::read_to_string(&log).unwrap());
+    // Three states of a real database: a snapshot (TXIDs 1-3), then two L0 files,
+    // one that grows the database and one that changes and shrinks it.
+    let mut work = Workload::open(&db, 17);
+    work.run(150, None);
+    let s1 = db_pages(&db);
+    work.run(150, None);
+    let s2 = db_pages(&db);
+    work.conn()
+        .execute_batch("DELETE FROM big WHERE id % 2 = 0; VACUUM;")
+        .unwrap();
+    work.run(20, None);
+    let s3 = db_pages(&db);
+    assert!(
+        s2.len() > s1.len() && s3.len() < s2.len(),
+        "{} {} {}",
+        s1.len(),
+        s2.len(),
+        s3.len()
+    );
+    let states: Vec<(u64, &Vec<Vec<u8>>)> = vec![(3, &s1), (4, &s2), (5, &s3)];
+
+    let root = dir.path().join("replica");
+    let put = |level: u8, min: u64, max: u64, bytes: Vec<u8>| {
+        let d = root.join("legacy/ltx").join(level.to_string());
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(format!("{min:016x}-{max:016x}.ltx")), bytes).unwrap();
+    };
+    // A snapshot holds every page; an L0 file the changed ones and every page the
+    // database grew by.
+    put(
+        9,
+        1,
+        3,
+        legacy_ltx(1, 3, s1.len() as u32, &changed_pages(&[], &s1)),
+    );
+    for (txid, prev, next) in [(4u64, &s1, &s2), (5, &s2, &s3)] {
+        let pages = changed_pages(prev, next);
+        assert!(txid == 5 || pages.len() < next.len(), "4 is a partial file");
+        put(
+            0,
+            txid,
+            txid,
+            legacy_ltx(txid, txid, next.len() as u32, &pages),
+        );
+    }
+
+    let url = format!("file://{}", root.display());
+    let bin = litestream_bin();
+    for (txid, state) in states {
+        let expect = dir.path().join(format!("expect-{txid}.db"));
+        std::fs::write(&expect, state.concat()).unwrap();
+        let out = dir.path().join(format!("wv-{txid}.db"));
+        let target = (txid != 5).then_some(txid);
+        wv_restore(&url, "legacy", &out, target, &Vec::new());
+        assert_eq!(same_pages(&expect, &out), state.len() as u64);
+        integrity_ok(&out);
+        // Litestream reads the generated files the same way: the generator is right.
+        if let Some(bin) = &bin {
+            let out = dir.path().join(format!("ls-{txid}.db"));
+            let mut cmd = Command::new(bin);
+            cmd.args(["restore", "-o", out.to_str().unwrap()]);
+            if let Some(t) = target {
+                cmd.args(["-txid", &format!("{t:016x}")]);
+            }
+            cmd.arg(format!("file://{}", root.join("legacy").display()));
+            ls_env(&mut cmd, &Vec::new());
+            let o = cmd.output().unwrap();
+            let text = output_text(&o);
+            assert!(
+                o.status.success(),
+                "litestream restore of legacy files: {text}"
+            );
+            assert_no_warnings("litestream restore", &text);
+            same_pages(&expect, &out);
+        }
+    }
 }

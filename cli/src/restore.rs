@@ -48,7 +48,11 @@ pub async fn restore(store: &Store, opts: &RestoreOptions) -> Result<Outcome> {
             );
         }
     }
-    let files = remote::list_files(store, &opts.name).await?;
+    let files = match opts.target {
+        // Litestream restores by the time stored with each file, not its upload time.
+        Target::Timestamp(_) => remote::list_files_with_data_times(store, &opts.name).await?,
+        _ => remote::list_files(store, &opts.name).await?,
+    };
     if files.is_empty() {
         bail!(
             "no backup of '{}' in this replica: check the name (`walvault list -b URL` shows what is there)",

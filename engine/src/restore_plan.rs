@@ -17,7 +17,9 @@ pub struct RemoteFile {
 pub enum Target {
     Latest,
     Txid(u64),
-    /// The newest state whose file timestamp is at or before this Unix time (ms).
+    /// The newest state built only from files timestamped strictly before this Unix
+    /// time (ms), as far as those files reach contiguously. Litestream's semantics:
+    /// same files, same state.
     Timestamp(i64),
 }
 
@@ -50,7 +52,7 @@ pub fn plan(files: &[RemoteFile], target: Target) -> Result<Plan, PlanError> {
     let eligible: Vec<&RemoteFile> = match target {
         Target::Timestamp(ts) => files
             .iter()
-            .filter(|f| f.timestamp_ms.is_some_and(|t| t <= ts))
+            .filter(|f| f.timestamp_ms.is_some_and(|t| t < ts))
             .collect(),
         _ => files.iter().collect(),
     };
@@ -102,6 +104,9 @@ pub fn plan(files: &[RemoteFile], target: Target) -> Result<Plan, PlanError> {
                 chosen.push((*f).clone());
             }
             None if current == 0 => return Err(PlanError::NoSnapshot),
+            // Like Litestream: the furthest contiguous state made of files from before
+            // the time (newer files are excluded, so a later gap is not an error).
+            None if matches!(target, Target::Timestamp(_)) => break,
             None if matches!(target, Target::Txid(_)) => {
                 return Err(PlanError::Unreachable {
                     target: goal,
@@ -195,12 +200,31 @@ mod tests {
     }
 
     #[test]
-    fn timestamp_picks_newest_at_or_before() {
+    fn timestamp_picks_newest_strictly_before() {
         let files = vec![f(0, 1, 1), f(0, 2, 2), f(0, 3, 3)];
         assert_eq!(plan(&files, Target::Timestamp(2_500)).unwrap().txid, 2);
+        // Litestream's `CreatedAt.Before(timestamp)`: a file at exactly the time is out.
+        assert_eq!(plan(&files, Target::Timestamp(2_000)).unwrap().txid, 1);
+        assert_eq!(plan(&files, Target::Timestamp(2_001)).unwrap().txid, 2);
         assert_eq!(
             plan(&files, Target::Timestamp(500)),
             Err(PlanError::TooEarly)
+        );
+    }
+
+    #[test]
+    fn timestamp_stops_at_the_furthest_contiguous_file() {
+        // L0 3 was retired; the L1 file covering 3-5 is newer than the target: the
+        // state reachable from files before the time is TXID 2 (Litestream agrees).
+        let mut l1 = f(1, 3, 5);
+        l1.timestamp_ms = Some(5_000);
+        let files = vec![f(9, 1, 2), f(0, 4, 4), l1, f(0, 5, 5)];
+        let p = plan(&files, Target::Timestamp(4_500)).unwrap();
+        assert_eq!((ids(&p), p.txid), (vec![(9, 1, 2)], 2));
+        // Without a starting snapshot there is nothing to restore.
+        assert_eq!(
+            plan(&[f(0, 2, 2)], Target::Timestamp(9_000)),
+            Err(PlanError::NoSnapshot)
         );
     }
 }
