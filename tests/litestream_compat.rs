@@ -1037,3 +1037,27 @@ fn legacy_page_frames_restore() {
         }
     }
 }
+
+/// Two replicators on one database overwrite each other's files: walvault refuses to
+/// start while a running Litestream covers the database, and says what to do.
+#[test]
+fn refuses_to_run_beside_a_running_litestream() {
+    let Some(rig) = Rig::new("beside") else {
+        return;
+    };
+    let db = rig.path("beside.db");
+    create_db(&db);
+    let config = rig.ls_config(&db, "b", "1h");
+    let ls = Litestream::start(&rig, &config);
+    let o = run(
+        &["watch", db.to_str().unwrap(), "-b", &rig.wv_url("b")],
+        &rig.env(),
+    );
+    ls.stop();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("Litestream (pid") && err.contains("stop it"),
+        "{err}"
+    );
+}

@@ -52,6 +52,7 @@ impl Database {
         if !path.exists() {
             bail!("database {} does not exist: check the path", path.display());
         }
+        refuse_if_litestream_is_running(path)?;
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -220,6 +221,72 @@ fn checkpoint_row(conn: &Connection, sql: &str) -> Result<CheckpointResult> {
             checkpointed_frames: r.get(2)?,
         })
     })?)
+}
+
+/// Two replicators on one database corrupt each other's chain (Litestream overwrites
+/// without conditions). Refuse to start while a `litestream replicate` process on this
+/// machine names this database, on its command line or in its config file. (Handing a
+/// database over from a stopped Litestream is fine: walvault continues its chain.)
+fn refuse_if_litestream_is_running(path: &Path) -> Result<()> {
+    let Ok(abs) = std::fs::canonicalize(path) else {
+        return Ok(());
+    };
+    if let Some(pid) = litestream_replicating(&abs) {
+        bail!(
+            "Litestream (pid {pid}) is replicating {} right now: stop it before starting walvault. \
+             Two replicators on one database overwrite each other's files; walvault continues \
+             Litestream's chain once Litestream has stopped",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// The pid of a running `litestream replicate` that covers `db` (an absolute path).
+fn litestream_replicating(db: &Path) -> Option<u32> {
+    let db_s = db.to_string_lossy();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = raw
+            .split(|&b| b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let is_litestream = args
+            .first()
+            .and_then(|a| Path::new(a).file_name())
+            .is_some_and(|n| n == "litestream");
+        if !is_litestream || !args.iter().any(|a| a == "replicate") {
+            continue;
+        }
+        let cwd = std::fs::read_link(entry.path().join("cwd")).unwrap_or_default();
+        let names_db = |arg: &str| std::fs::canonicalize(cwd.join(arg)).is_ok_and(|p| p == db);
+        if args
+            .iter()
+            .skip(2)
+            .any(|a| !a.starts_with('-') && names_db(a))
+        {
+            return Some(pid);
+        }
+        let config = args
+            .iter()
+            .position(|a| a == "-config" || a == "--config")
+            .and_then(|i| args.get(i + 1))
+            .map(|c| cwd.join(c))
+            .unwrap_or_else(|| PathBuf::from("/etc/litestream.yml"));
+        if std::fs::read_to_string(&config).is_ok_and(|text| text.contains(db_s.as_ref())) {
+            return Some(pid);
+        }
+    }
+    None
 }
 
 /// What one WAL read returned.
