@@ -26,8 +26,9 @@ fn replicate_busy_database(url: &str, env: &Env, endpoint: Option<String>, dir: 
         "the workload should grow the database past 1 000 pages, got {pages}"
     );
     w.stop();
-    let files = remote_files(url, "busy", endpoint);
+    let files = remote_files(url, "busy", endpoint.clone());
     let last = assert_contiguous_l0(&files);
+    assert_hash_chain(url, "busy", endpoint);
     assert!(last > 5, "expected many files, got {last}");
     let compared = restore_and_compare("busy", &db, url, &dir.join("restored.db"), env);
     assert_eq!(compared, work.page_count());
@@ -93,8 +94,10 @@ fn restarts_continue_the_chain(url: &str, env: &Env, endpoint: Option<String>, d
     let w = Watcher::start(&[&db], url, env, &log);
     work.run(300, None);
     w.stop();
-    let files = remote_files(url, "restart", endpoint);
+    let files = remote_files(url, "restart", endpoint.clone());
     let last = assert_contiguous_l0(&files);
+    // Restarts pick the chain up from the store's tip: the links survive them.
+    assert_hash_chain(url, "restart", endpoint);
     assert!(last > after_second, "the chain must grow after SIGKILL");
     assert!(
         full_files(&files) <= 2,

@@ -330,3 +330,51 @@ pub fn assert_contiguous_l0(
     }
     next - 1
 }
+
+/// Every level-0 file carries walvault's SHA-256 of its bytes, and each one after the
+/// first names the SHA-256 of the file it extends: the hash chain is unbroken.
+pub fn assert_hash_chain(url: &str, name: &str, endpoint: Option<String>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let url = walvault::storage::ReplicaUrl::parse(url).unwrap();
+        let opts = walvault::storage::StoreOptions {
+            endpoint,
+            ..Default::default()
+        };
+        let store = walvault::storage::Store::open(&url, &opts).await.unwrap();
+        let mut files = walvault::remote::list_files(&store, name).await.unwrap();
+        files.retain(|f| f.id.level == 0);
+        files.sort_by_key(|f| f.id.min_txid);
+        let mut prev: Option<(u64, String)> = None;
+        for f in &files {
+            let key = walvault::remote::key(&store, name, f.id);
+            let meta = store
+                .metadata(&key)
+                .await
+                .unwrap()
+                .expect("listed object exists");
+            let sha = meta
+                .get(walvault::storage::METADATA_SHA256)
+                .unwrap_or_else(|| panic!("{key} has no digest"));
+            let bytes = store.get(&key).await.unwrap();
+            assert_eq!(
+                sha,
+                &walvault::integrity::sha256_hex(&bytes),
+                "{key}: recorded digest is wrong"
+            );
+            if let Some((max, p)) = &prev
+                && max + 1 == f.id.min_txid
+            {
+                assert_eq!(
+                    meta.get(walvault::storage::METADATA_PREV_SHA256),
+                    Some(p),
+                    "{key}: chain link"
+                );
+            }
+            prev = Some((f.id.max_txid, sha.clone()));
+        }
+    });
+}

@@ -284,10 +284,51 @@ async fn file_backend_mtime_from_litestream_timestamp() {
         store.list("").await.unwrap()[0].last_modified_ms,
         Some(TS_MS)
     );
-    // Only the timestamp survives as metadata on the file backend.
+    // The timestamp lives in the mtime; other metadata in a sidecar outside the listing.
     let md = store.metadata(K1).await.unwrap().unwrap();
-    assert_eq!(md.len(), 1);
+    assert_eq!(md.len(), 2);
     assert_eq!(md[METADATA_TIMESTAMP], TS);
+    assert_eq!(md["other"], "ignored");
+    assert_eq!(
+        store.list("").await.unwrap().len(),
+        1,
+        "sidecars are not objects"
+    );
+    assert!(
+        store
+            .list_dirs("")
+            .await
+            .unwrap()
+            .iter()
+            .all(|d| !d.starts_with('.'))
+    );
+    // A refused conditional put leaves the existing object's metadata alone.
+    let other = [("other", "changed".to_string())];
+    assert!(matches!(
+        store.put(K1, PutBody::Bytes(b"z"), &other, true).await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+    assert_eq!(
+        store.metadata(K1).await.unwrap().unwrap()["other"],
+        "ignored"
+    );
+    // Deleting the object deletes its metadata.
+    store.delete(&[K1.to_string()]).await.unwrap();
+    assert_eq!(store.metadata(K1).await.unwrap(), None);
+    store
+        .put(
+            K1,
+            PutBody::Bytes(b"x"),
+            &[(METADATA_TIMESTAMP, TS.to_string())],
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.metadata(K1).await.unwrap().unwrap().len(),
+        1,
+        "no stale sidecar after delete"
+    );
 
     // The conditional path (hard link) keeps the mtime too.
     store

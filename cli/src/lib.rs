@@ -6,6 +6,7 @@ pub mod clock;
 pub mod compare;
 pub mod database;
 pub mod demo;
+pub mod integrity;
 pub mod list;
 pub mod position;
 pub mod remote;

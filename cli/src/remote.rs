@@ -1,6 +1,7 @@
 //! One database's files in the store: listing them into the engine's vocabulary,
 //! finding the tip of the chain, reading headers without downloading whole files.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::Poll;
@@ -11,7 +12,7 @@ use walvault_engine::ltx::{self, Header};
 use walvault_engine::replicator::RemoteTip;
 use walvault_engine::restore_plan::{self, PlanError, RemoteFile, Target};
 
-use crate::storage::{self, METADATA_TIMESTAMP, Store, StoreError};
+use crate::storage::{self, METADATA_SHA256, METADATA_TIMESTAMP, Store, StoreError};
 
 pub fn engine_layout(store: &Store) -> Layout {
     match store.layout() {
@@ -83,8 +84,32 @@ pub async fn list_files_with_data_times(store: &Store, db: &str) -> Result<Vec<R
     Ok(files)
 }
 
+/// The metadata of each key (`None` when the object is gone), 32 requests at a time.
+pub async fn metadata_of(
+    store: &Store,
+    keys: &[String],
+) -> Result<Vec<Option<BTreeMap<String, String>>>> {
+    let mut out = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(32) {
+        for (k, r) in chunk
+            .iter()
+            .zip(join_all(chunk.iter().map(|k| store.metadata(k)).collect()).await)
+        {
+            match r {
+                Ok(m) => out.push(m),
+                Err(StoreError::NotFound(_)) => out.push(None),
+                Err(e) => {
+                    return Err(anyhow::anyhow!(e))
+                        .with_context(|| format!("reading the metadata of {k}"));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Runs the futures concurrently on this task; outputs in input order.
-async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+pub async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
     let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
     let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
     std::future::poll_fn(|cx| {
@@ -128,9 +153,15 @@ pub async fn read_header(store: &Store, db: &str, id: FileId) -> Result<Header> 
 /// The highest TXID in the store, the highest TXID a restore reaches (below it when
 /// the chain has a hole), and the header of the file that ends at the latter.
 pub async fn tip(store: &Store, db: &str) -> Result<RemoteTip> {
+    Ok(tip_with_digest(store, db).await?.0)
+}
+
+/// The tip, plus the `walvault-sha256` of the file it ends in (when walvault wrote it):
+/// the link the next file's `walvault-prev-sha256` carries.
+pub async fn tip_with_digest(store: &Store, db: &str) -> Result<(RemoteTip, Option<String>)> {
     let files = list_files(store, db).await?;
     let Some(max) = files.iter().map(|f| f.id.max_txid).max() else {
-        return Ok(RemoteTip::default());
+        return Ok((RemoteTip::default(), None));
     };
     // How far a restore gets: through a snapshot and a contiguous chain. Anything above
     // (files after a lost one) must not be extended.
@@ -145,13 +176,27 @@ pub async fn tip(store: &Store, db: &str) -> Result<RemoteTip> {
         .filter(|f| chain_end > 0 && f.id.max_txid == chain_end)
         .min_by_key(|f| f.id.level)
         .map(|f| f.id);
-    let header = match newest {
-        Some(id) => Some(read_header(store, db, id).await?),
-        None => None,
+    let (header, digest) = match newest {
+        Some(id) => {
+            let header = read_header(store, db, id).await?;
+            let k = key(store, db, id);
+            let meta = store
+                .metadata(&k)
+                .await
+                .with_context(|| format!("reading the metadata of {k}"))?;
+            (
+                Some(header),
+                meta.and_then(|m| m.get(METADATA_SHA256).cloned()),
+            )
+        }
+        None => (None, None),
     };
-    Ok(RemoteTip {
-        max_txid: max,
-        chain_end,
-        newest: header,
-    })
+    Ok((
+        RemoteTip {
+            max_txid: max,
+            chain_end,
+            newest: header,
+        },
+        digest,
+    ))
 }

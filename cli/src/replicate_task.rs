@@ -19,6 +19,7 @@ use walvault_engine::time::format_rfc3339_ms;
 
 use crate::clock::Clock;
 use crate::database::{self, Database};
+use crate::integrity::{ChainLinks, HashingWriter};
 use crate::position::StateDir;
 use crate::remote;
 use crate::storage::{METADATA_TIMESTAMP, PutBody, Store, StoreError};
@@ -37,7 +38,9 @@ pub struct DbTask {
     engine: Replicator,
     clock: Clock,
     uploads: Arc<Semaphore>,
-    staged: BTreeMap<FileId, PathBuf>,
+    /// Files built for upload: where, and their SHA-256.
+    staged: BTreeMap<FileId, (PathBuf, String)>,
+    links: ChainLinks,
     tx: mpsc::UnboundedSender<Completion>,
     rx: mpsc::UnboundedReceiver<Completion>,
     snapshot_on_stop: bool,
@@ -64,6 +67,7 @@ impl DbTask {
             clock: Clock::new(),
             uploads,
             staged: BTreeMap::new(),
+            links: ChainLinks::default(),
             tx,
             rx,
             snapshot_on_stop,
@@ -77,10 +81,11 @@ impl DbTask {
             .acquire_read_lock()
             .with_context(|| format!("{name}: taking the read lock"))?;
         let local = self.state.load()?;
-        let tip = remote::tip(&self.store, &name)
+        let (tip, tip_digest) = remote::tip_with_digest(&self.store, &name)
             .await
             .with_context(|| format!("{name}: reading the replica"))?;
         info!(db = %name, remote_txid = format_args!("{:016x}", tip.max_txid), "starting replication");
+        self.links.seed(tip.chain_end, tip_digest);
         let page_size = self.db.page_size;
         self.engine.handle(
             self.clock.now(),
@@ -162,7 +167,7 @@ impl DbTask {
             } => self.upload(file, spec, attempt),
             Command::CheckUpload { file, spec } => self.check(file, spec),
             Command::Forget { file } => {
-                if let Some(path) = self.staged.remove(&file) {
+                if let Some((path, _)) = self.staged.remove(&file) {
                     let _ = std::fs::remove_file(path);
                 }
             }
@@ -210,12 +215,13 @@ impl DbTask {
     /// Builds the file into the staging area (first attempt only), then uploads it on
     /// a separate task under the process-wide upload limit.
     fn upload(&mut self, file: FileId, spec: Arc<FileSpec>, attempt: u32) {
-        let path = match self.staged.get(&file) {
-            Some(p) => p.clone(),
+        let (path, sha) = match self.staged.get(&file) {
+            Some(staged) => staged.clone(),
             None => match tokio::task::block_in_place(|| self.stage(file, &spec)) {
-                Ok(p) => {
-                    self.staged.insert(file, p.clone());
-                    p
+                Ok(staged) => {
+                    self.links.record(file, &staged.1);
+                    self.staged.insert(file, staged.clone());
+                    staged
                 }
                 Err(e) => {
                     warn!(db = %self.name, %file, "could not build file: {e:#}");
@@ -231,11 +237,14 @@ impl DbTask {
         let store = Arc::clone(&self.store);
         let tx = self.tx.clone();
         let sem = Arc::clone(&self.uploads);
-        let ts = format_rfc3339_ms(spec.header.timestamp_ms);
+        let mut meta = vec![(
+            METADATA_TIMESTAMP,
+            format_rfc3339_ms(spec.header.timestamp_ms),
+        )];
+        meta.extend(self.links.metadata(file, &sha));
         debug!(db = %self.name, %key, attempt, "uploading");
         tokio::spawn(async move {
             let _permit = sem.acquire().await;
-            let meta = [(METADATA_TIMESTAMP, ts)];
             let r = store.put(&key, PutBody::File(&path), &meta, true).await;
             let result = match r {
                 Ok(()) => UploadResult::Stored,
@@ -250,27 +259,29 @@ impl DbTask {
         });
     }
 
-    fn stage(&self, file: FileId, spec: &FileSpec) -> Result<PathBuf> {
+    /// Builds the file into the staging area; returns its path and SHA-256.
+    fn stage(&self, file: FileId, spec: &FileSpec) -> Result<(PathBuf, String)> {
         let path = self.state.staging().join(format!(
             "{:04x}-{:016x}-{:016x}.ltx",
             file.level, file.min_txid, file.max_txid
         ));
         let mut pages = self.db.pages();
-        let out = std::io::BufWriter::new(
+        let out = HashingWriter::new(std::io::BufWriter::new(
             std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
-        );
+        ));
         let (w, _) = spec::materialize(spec, &mut pages, out)
             .map_err(|e: MaterializeError| anyhow::anyhow!(e))?;
+        let (w, sha) = w.finish();
         let f = w
             .into_inner()
             .map_err(|e| anyhow::anyhow!("writing {}: {}", path.display(), e.error()))?;
         f.sync_all()?;
-        Ok(path)
+        Ok((path, sha))
     }
 
     /// Does the store hold exactly our file? (After an ambiguous or refused upload.)
     fn check(&mut self, file: FileId, spec: Arc<FileSpec>) {
-        let staged = self.staged.get(&file).cloned();
+        let staged = self.staged.get(&file).map(|(p, _)| p.clone());
         let expected = match staged.as_ref().map(std::fs::read) {
             Some(Ok(bytes)) => Ok(bytes),
             _ => tokio::task::block_in_place(|| -> Result<Vec<u8>> {

@@ -9,9 +9,12 @@
 //! temp files. Deletes are not fsynced (a resurrected file after a crash is
 //! harmless for immutable, re-deletable objects).
 //!
-//! Metadata: the only metadata kept is [`METADATA_TIMESTAMP`], stored as the file's
-//! mtime (Litestream's file backend reads mtime as the LTX timestamp); all other
-//! metadata is ignored. `metadata()` synthesises the timestamp back from mtime.
+//! Metadata: [`METADATA_TIMESTAMP`] is stored as the file's mtime (Litestream's file
+//! backend reads mtime as the LTX timestamp). Any other metadata (walvault's integrity
+//! data) goes into a sidecar JSON file under `<root>/.walvault-meta/<key>.json`, outside
+//! every path Litestream reads; it is written to a temp file first and moved into place
+//! only once the object itself is published, so a refused conditional put never
+//! touches the existing object's sidecar. `metadata()` merges both.
 //!
 //! All blocking file-system work runs on `tokio::task::spawn_blocking`.
 
@@ -26,6 +29,9 @@ use super::{
     METADATA_TIMESTAMP, ObjectInfo, PutBody, StoreError, TEMP_PREFIX, format_timestamp_ms,
     parse_timestamp_ms, validate_key, validate_prefix,
 };
+
+/// Directory (under the root) holding the metadata sidecars; never listed as objects.
+const META_DIR: &str = ".walvault-meta";
 
 /// A store rooted at an absolute directory.
 #[derive(Clone, Debug)]
@@ -102,8 +108,33 @@ impl FileStore {
             PutBody::Bytes(b) => Source::Bytes(b.to_vec()),
             PutBody::File(p) => Source::File(p.to_path_buf()),
         };
+        let extra: BTreeMap<String, String> = metadata
+            .iter()
+            .filter(|(k, _)| *k != METADATA_TIMESTAMP)
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect();
+        let sidecar = (!extra.is_empty()).then(|| (self.sidecar_of(key), extra));
         let key = key.to_string();
-        Self::blocking(move || put_blocking(&key, &dest, source, mtime, if_none_match)).await
+        Self::blocking(move || {
+            let staged = match &sidecar {
+                Some((path, extra)) => Some(stage_sidecar(path, extra)?),
+                None => None,
+            };
+            let result = put_blocking(&key, &dest, source, mtime, if_none_match);
+            match (staged, &sidecar) {
+                (Some(tmp), Some((path, _))) if result.is_ok() => publish_sidecar(&tmp, path)?,
+                (Some(tmp), _) => {
+                    let _ = fs::remove_file(tmp);
+                }
+                _ => {}
+            }
+            result
+        })
+        .await
+    }
+
+    fn sidecar_of(&self, key: &str) -> PathBuf {
+        self.root.join(META_DIR).join(format!("{key}.json"))
     }
 
     pub async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
@@ -173,12 +204,25 @@ impl FileStore {
         &self,
         key: &str,
     ) -> Result<Option<BTreeMap<String, String>>, StoreError> {
-        Ok(self.head(key).await?.map(|info| {
-            info.last_modified_ms
-                .map(|ms| (METADATA_TIMESTAMP.to_string(), format_timestamp_ms(ms)))
-                .into_iter()
-                .collect()
-        }))
+        let Some(info) = self.head(key).await? else {
+            return Ok(None);
+        };
+        let sidecar = self.sidecar_of(key);
+        let mut meta: BTreeMap<String, String> = Self::blocking(move || match fs::read(&sidecar) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                StoreError::Permanent(format!(
+                    "metadata sidecar '{}' is damaged: {e}",
+                    sidecar.display()
+                ))
+            }),
+            Err(e) if is_not_found(&e) => Ok(BTreeMap::new()),
+            Err(e) => Err(io_err(e, &format!("cannot read '{}'", sidecar.display()))),
+        })
+        .await?;
+        if let Some(ms) = info.last_modified_ms {
+            meta.insert(METADATA_TIMESTAMP.to_string(), format_timestamp_ms(ms));
+        }
+        Ok(Some(meta))
     }
 
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
@@ -232,7 +276,7 @@ impl FileStore {
                 let Ok(name) = entry.file_name().into_string() else {
                     continue;
                 };
-                if name.starts_with(TEMP_PREFIX) || !entry.path().is_dir() {
+                if name.starts_with(TEMP_PREFIX) || name == META_DIR || !entry.path().is_dir() {
                     continue;
                 }
                 let sub = if dir.is_empty() {
@@ -257,10 +301,11 @@ impl FileStore {
     }
 
     pub async fn delete(&self, keys: &[String]) -> Result<(), StoreError> {
-        let paths = keys
+        let mut paths = keys
             .iter()
             .map(|k| self.path_of(k))
             .collect::<Result<Vec<_>, _>>()?;
+        paths.extend(keys.iter().map(|k| self.sidecar_of(k)));
         Self::blocking(move || {
             for p in paths {
                 match fs::remove_file(&p) {
@@ -371,6 +416,38 @@ fn put_blocking(
     })
 }
 
+/// Writes the sidecar JSON to a temp file beside its final place (fsynced).
+fn stage_sidecar(path: &Path, meta: &BTreeMap<String, String>) -> Result<PathBuf, StoreError> {
+    let dir = path.parent().expect("sidecar path has a parent");
+    create_dirs_synced(dir)
+        .map_err(|e| io_err(e, &format!("cannot create directory '{}'", dir.display())))?;
+    let (tmp, mut file) = create_temp(dir)
+        .map_err(|e| io_err(e, &format!("cannot create a file in '{}'", dir.display())))?;
+    let json = serde_json::to_vec(meta)
+        .map_err(|e| StoreError::Permanent(format!("encoding metadata: {e}")))?;
+    let written = file.write_all(&json).and_then(|()| file.sync_all());
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_err(e, &format!("cannot write '{}'", tmp.display())));
+    }
+    Ok(tmp)
+}
+
+/// Moves a staged sidecar into place once its object is published. A failure here
+/// leaves the object without its metadata: ambiguous, so the caller re-checks.
+fn publish_sidecar(tmp: &Path, path: &Path) -> Result<(), StoreError> {
+    let dir = path.parent().expect("sidecar path has a parent");
+    fs::rename(tmp, path)
+        .and_then(|()| sync_dir(dir))
+        .map_err(|e| {
+            let _ = fs::remove_file(tmp);
+            StoreError::Ambiguous(format!(
+                "stored the object but not its metadata '{}': {e}",
+                path.display()
+            ))
+        })
+}
+
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Create `dir/.tmp-<unique>` exclusively.
@@ -438,7 +515,7 @@ fn walk(
             tracing::warn!(path = %entry.path().display(), "skipping non-UTF-8 file name in replica");
             continue;
         };
-        if name.starts_with(TEMP_PREFIX) {
+        if name.starts_with(TEMP_PREFIX) || (rel.is_empty() && name == META_DIR) {
             continue;
         }
         let key = if rel.is_empty() {

@@ -29,6 +29,11 @@ pub use url::ReplicaUrl;
 /// `time.RFC3339Nano` in UTC (see [`format_timestamp_ms`]).
 pub const METADATA_TIMESTAMP: &str = "litestream-timestamp";
 
+/// walvault's integrity metadata on each LTX object (ignored by Litestream): the
+/// SHA-256 of the object, and that of the file it extends (a hash chain).
+pub const METADATA_SHA256: &str = "walvault-sha256";
+pub const METADATA_PREV_SHA256: &str = "walvault-prev-sha256";
+
 /// Name prefix of the file backend's in-flight temporary files.
 pub(crate) const TEMP_PREFIX: &str = ".tmp-";
 

@@ -193,6 +193,17 @@ impl<R: Read> Decoder<R> {
     /// length is right, that nothing follows the trailer, the file checksum, the
     /// trailer rules, and (snapshots with checksums) the post-apply checksum.
     pub fn finish(mut self) -> Result<Trailer, LtxError> {
+        self.finish_checks()
+    }
+
+    /// Like [`Decoder::finish`], and hands back the reader (positioned after the
+    /// trailer) so a caller hashing the stream can complete its digest.
+    pub fn finish_into_inner(mut self) -> Result<R, LtxError> {
+        self.finish_checks()?;
+        Ok(self.r)
+    }
+
+    fn finish_checks(&mut self) -> Result<Trailer, LtxError> {
         match self.state {
             State::Done => {}
             State::Failed => return Err(LtxError::InvalidState("decoder failed earlier")),
@@ -250,7 +261,7 @@ impl<R: Read> Decoder<R> {
         }
         // Hash the index, its length and the post-apply checksum.
         self.digest.update(tail.get(..used + 8).unwrap_or(&[]));
-        let computed = CHECKSUM_FLAG | self.digest.finalize();
+        let computed = CHECKSUM_FLAG | self.digest.clone().finalize();
         if computed != trailer.file_checksum {
             return Err(LtxError::ChecksumMismatch {
                 expected: trailer.file_checksum,
