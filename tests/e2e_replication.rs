@@ -30,6 +30,7 @@ fn replicate_busy_database(url: &str, env: &Env, endpoint: Option<String>, dir: 
     let last = assert_contiguous_l0(&files);
     assert_hash_chain(url, "busy", endpoint);
     assert!(last > 5, "expected many files, got {last}");
+    assert_verify_ok(url, "busy", env);
     let compared = restore_and_compare("busy", &db, url, &dir.join("restored.db"), env);
     assert_eq!(compared, work.page_count());
 }
@@ -103,6 +104,7 @@ fn restarts_continue_the_chain(url: &str, env: &Env, endpoint: Option<String>, d
         full_files(&files) <= 2,
         "at most one full-database file after a SIGKILL: {files:?}"
     );
+    assert_verify_ok(url, "restart", env);
     restore_and_compare("restart", &db, url, &dir.join("restored.db"), env);
 }
 
@@ -137,6 +139,7 @@ fn wal_reset_while_down(url: &str, env: &Env, endpoint: Option<String>, dir: &Pa
         1,
         "exactly one full-database file after the reset: {full:?}"
     );
+    assert_verify_ok(url, "reset", env);
     restore_and_compare("reset", &db, url, &dir.join("restored.db"), env);
 }
 

@@ -378,3 +378,22 @@ pub fn assert_hash_chain(url: &str, name: &str, endpoint: Option<String>) {
         }
     });
 }
+
+/// `walvault verify` finds nothing wrong with `name`, in default and in `--full` mode.
+pub fn assert_verify_ok(url: &str, name: &str, env: &[(&'static str, String)]) {
+    for full in [false, true] {
+        let mut args = vec!["verify", name, "-b", url];
+        if full {
+            args.push("--full");
+        }
+        let o = run(&args, env);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "walvault {} found problems:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}

@@ -592,6 +592,8 @@ fn litestream_to_walvault() {
     });
     ls.stop();
     let files = rig.files("p", "lsdb");
+    // Litestream's files (no walvault digests, retired L0 files) verify clean.
+    assert_verify_ok(&rig.wv_url("p"), "lsdb", &rig.env());
     // Latest equals the source.
     checkpoint_truncate(&db);
     let out = rig.path("lsdb-latest.db");
@@ -646,6 +648,7 @@ fn walvault_to_litestream() {
         "a full-database L0 file after the WAL reset"
     );
     checkpoint_truncate(&db);
+    assert_verify_ok(&url, "wvdb", &rig.env());
 
     // Litestream restores latest to exactly the source...
     let out = rig.path("wvdb-latest.db");
@@ -705,6 +708,7 @@ fn walvault_file_replica_to_litestream() {
     work_in_rounds(&mut work, 2, 200, Duration::from_millis(150));
     w.stop();
     checkpoint_truncate(&db);
+    assert_verify_ok(&url, "fdb", &[]);
     let out = dir.path().join("fdb-ls.db");
     let mut cmd = Command::new(&bin);
     cmd.args(["restore", "-integrity-check", "full", "-o"])
@@ -827,6 +831,7 @@ fn mixed_history_litestream_first() {
             .any(|(id, _, _)| id.level == 0 && id.min_txid == tip(&stage2) + 1)
     );
     both_restore_latest(&rig, "m", "mixa", &db, "3");
+    assert_verify_ok(&url, "mixa", &rig.env());
 
     // The WAL is reset while nobody watches: no resume point, one full-database file.
     work.run(50, None);
@@ -843,6 +848,7 @@ fn mixed_history_litestream_first() {
     );
     assert_eq!(ours.iter().filter(|f| is_full(f)).count(), 1);
     both_restore_latest(&rig, "m", "mixa", &db, "4");
+    assert_verify_ok(&url, "mixa", &rig.env());
     both_tools_agree_at(&rig, "m", "mixa", &sample_txids(&stage4));
 }
 
@@ -876,6 +882,7 @@ fn mixed_history_walvault_first() {
     ls.stop();
     let after = rig.files("m", "mixb");
     both_restore_latest(&rig, "m", "mixb", &db, "latest");
+    assert_verify_ok(&rig.wv_url("m"), "mixb", &rig.env());
     both_tools_agree_at(&rig, "m", "mixb", &sample_txids(&after));
 }
 
@@ -985,7 +992,15 @@ fn legacy_page_frames_restore() {
     let put = |level: u8, min: u64, max: u64, bytes: Vec<u8>| {
         let d = root.join("legacy/ltx").join(level.to_string());
         std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join(format!("{min:016x}-{max:016x}.ltx")), bytes).unwrap();
+        let path = d.join(format!("{min:016x}-{max:016x}.ltx"));
+        std::fs::write(&path, bytes).unwrap();
+        // Litestream's file backend stores the header time as the mtime.
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(std::time::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000))
+            .unwrap();
     };
     // A snapshot holds every page; an L0 file the changed ones and every page the
     // database grew by.
@@ -1007,6 +1022,8 @@ fn legacy_page_frames_restore() {
     }
 
     let url = format!("file://{}", root.display());
+    // The legacy encoding verifies clean too (page index over LZ4 frames).
+    assert_verify_ok(&url, "legacy", &[]);
     let bin = litestream_bin();
     for (txid, state) in states {
         let expect = dir.path().join(format!("expect-{txid}.db"));

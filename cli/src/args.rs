@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "Continuous replication of SQLite databases to S3-compatible storage or a directory, Litestream 0.5 compatible"
 )]
 #[command(
-    after_help = "Exit codes: 0 success, 1 failure (the message says what to do), 2 invalid usage.\n\
+    after_help = "Exit codes: 0 success, 1 failure (the message says what to do), 2 invalid usage; verify: 1 problems found, 2 cannot verify.\n\
 Replica URLs: file:///path/to/dir (no server needed) or s3://bucket/prefix (endpoint from --endpoint or AWS_ENDPOINT_URL_S3, credentials from the standard AWS chain)."
 )]
 pub struct Cli {
@@ -115,6 +115,21 @@ pub enum Cmd {
         /// Print the files that would be applied and exit.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Check a database's backup without restoring it: snapshot, headers, TXID chain,
+    /// hash chain, restorability. Exit 0 ok, 1 problems found, 2 cannot verify.
+    Verify {
+        /// Database name in the replica (the file stem it was replicated from).
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Print a machine-readable JSON report on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Download every object, decode every page and check SHA-256 digests
+        /// (default: headers, indexes, trailers and metadata only).
+        #[arg(long)]
+        full: bool,
     },
     /// List the databases in a replica, or one database's files and restorable window.
     List {

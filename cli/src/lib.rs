@@ -13,4 +13,5 @@ pub mod remote;
 pub mod replicate_task;
 pub mod restore;
 pub mod storage;
+pub mod verify;
 pub mod watch;

@@ -1,5 +1,5 @@
 //! The `walvault` binary: parses the command line, sets up logging, runs the command,
-//! and maps the outcome to an exit code (0 ok, 1 failure, 2 usage).
+//! and maps the outcome to an exit code (0 ok, 1 failure, 2 usage; `verify`: 2 cannot verify).
 
 use std::process::ExitCode;
 
@@ -161,6 +161,16 @@ async fn run(cmd: Cmd) -> Result<ExitCode> {
                     }
                 }
             }
+        }
+        Cmd::Verify {
+            name,
+            store,
+            json,
+            full,
+        } => {
+            let opts = walvault::verify::VerifyOptions { name, full, json };
+            // Exit 2 when the backup cannot be verified (bad URL included), 1 on problems.
+            return Ok(walvault::verify::command(open_store(&store).await, &opts).await);
         }
         Cmd::List { store, name } => {
             let store = open_store(&store).await?;
