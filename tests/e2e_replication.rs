@@ -28,10 +28,11 @@ fn replicate_busy_database(url: &str, env: &Env, endpoint: Option<String>, dir: 
     w.stop();
     let files = remote_files(url, "busy", endpoint.clone());
     let last = assert_contiguous_l0(&files);
-    assert_hash_chain(url, "busy", endpoint);
+    assert_hash_chain(url, "busy", endpoint.clone());
     assert!(last > 5, "expected many files, got {last}");
     assert_verify_ok(url, "busy", env);
     let compared = restore_and_compare("busy", &db, url, &dir.join("restored.db"), env);
+    assert_recorded_checksum(url, "busy", endpoint.clone(), &db);
     assert_eq!(compared, work.page_count());
 }
 
@@ -83,6 +84,8 @@ fn restarts_continue_the_chain(url: &str, env: &Env, endpoint: Option<String>, d
         log_text.contains("resuming the existing chain"),
         "a clean restart must resume:\n{log_text}"
     );
+    // The page checksums survived the clean restart: the newest file records the state.
+    assert_recorded_checksum(url, "restart", endpoint.clone(), &db);
 
     // SIGKILL right after a burst of writes, more writes while down, a third run. If the
     // kill lands between one of walvault's checkpoints and the WAL restart it causes,

@@ -397,3 +397,74 @@ pub fn assert_verify_ok(url: &str, name: &str, env: &[(&'static str, String)]) {
         );
     }
 }
+
+/// The database checksum walvault recorded for its newest level-0 file equals the
+/// checksum of the source database's current state, computed here independently.
+pub fn assert_recorded_checksum(url: &str, name: &str, endpoint: Option<String>, source: &Path) {
+    let ps = page_size(source);
+    let bytes = db_image(source);
+    let lock = walvault_engine::ltx::lock_pgno(ps as u32);
+    let mut sum = walvault_engine::dbsum::ImageSum::default();
+    for (i, page) in bytes.chunks(ps).enumerate() {
+        let pgno = i as u32 + 1;
+        if pgno != lock {
+            sum.add(pgno, page);
+        }
+    }
+    let expected = format!("{:016x}", sum.value());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let url = walvault::storage::ReplicaUrl::parse(url).unwrap();
+        let opts = walvault::storage::StoreOptions {
+            endpoint,
+            ..Default::default()
+        };
+        let store = walvault::storage::Store::open(&url, &opts).await.unwrap();
+        let files = walvault::remote::list_files(&store, name).await.unwrap();
+        let newest = files
+            .iter()
+            .filter(|f| f.id.level == 0)
+            .max_by_key(|f| f.id.max_txid)
+            .unwrap();
+        let key = walvault::remote::key(&store, name, newest.id);
+        let meta = store.metadata(&key).await.unwrap().unwrap();
+        assert_eq!(
+            meta.get(walvault::storage::METADATA_DB_CHECKSUM),
+            Some(&expected),
+            "{key}: recorded database checksum"
+        );
+    });
+}
+
+/// The database's current image without checkpointing it: the database file with the
+/// committed WAL frames applied (newest wins), cut to the last commit's size.
+pub fn db_image(path: &Path) -> Vec<u8> {
+    use walvault_engine::wal::{WalHeader, WalScanner};
+    let mut image = std::fs::read(path).unwrap();
+    let wal = std::fs::read(walvault::database::wal_path(path)).unwrap_or_default();
+    let Some(header) = wal.get(..32).and_then(|h| WalHeader::parse(h).ok()) else {
+        return image;
+    };
+    let ps = header.page_size as usize;
+    let mut scanner = WalScanner::new(header);
+    let mut commit = None;
+    scanner.feed(&wal[32..], &mut |txn| {
+        for f in txn.frames {
+            let at = f.offset as usize + 24;
+            let page = &wal[at..at + ps];
+            let off = (f.pgno as usize - 1) * ps;
+            if image.len() < off + ps {
+                image.resize(off + ps, 0);
+            }
+            image[off..off + ps].copy_from_slice(page);
+        }
+        commit = Some(txn.commit as usize);
+    });
+    if let Some(c) = commit {
+        image.resize(c * ps, 0);
+    }
+    image
+}

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+use walvault_engine::dbsum::PageSums;
 use walvault_engine::replicator::Position;
 
 #[derive(Serialize, Deserialize)]
@@ -85,6 +86,25 @@ impl StateDir {
             &self.dir.join("position.json"),
             serde_json::to_string(&s)?.as_bytes(),
         )
+    }
+}
+
+impl StateDir {
+    /// Saves the page checksums of the state at `txid` (at a clean stop).
+    pub fn save_sums(&self, txid: u64, sums: &PageSums) -> Result<()> {
+        let mut bytes = txid.to_le_bytes().to_vec();
+        bytes.extend(sums.to_bytes());
+        write_atomic(&self.dir.join("page-sums.bin"), &bytes)
+    }
+
+    /// Takes (and removes, so a later crash cannot reuse them) the saved checksums if
+    /// they describe the state at `txid`.
+    pub fn take_sums(&self, txid: u64) -> Option<(u64, PageSums)> {
+        let path = self.dir.join("page-sums.bin");
+        let bytes = fs::read(&path).ok()?;
+        let _ = fs::remove_file(&path);
+        let saved = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+        (saved == txid && txid > 0).then(|| PageSums::from_bytes(&bytes[8..]).map(|s| (txid, s)))?
     }
 }
 

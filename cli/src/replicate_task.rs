@@ -22,7 +22,9 @@ use crate::database::{self, Database};
 use crate::integrity::{ChainLinks, HashingWriter};
 use crate::position::StateDir;
 use crate::remote;
-use crate::storage::{METADATA_TIMESTAMP, PutBody, Store, StoreError};
+use crate::storage::{METADATA_DB_CHECKSUM, METADATA_TIMESTAMP, PutBody, Store, StoreError};
+use walvault_engine::dbsum::PageSums;
+use walvault_engine::spec::PageSet;
 
 /// Results of work done off the task.
 enum Completion {
@@ -41,6 +43,11 @@ pub struct DbTask {
     /// Files built for upload: where, and their SHA-256.
     staged: BTreeMap<FileId, (PathBuf, String)>,
     links: ChainLinks,
+    /// Page checksums of the state the last built file produces (`None` until known:
+    /// after a full file, or restored from a clean stop at the same TXID).
+    sums: Option<(u64, PageSums)>,
+    /// The database checksum each staged file's state has, for retries.
+    staged_sums: BTreeMap<FileId, u64>,
     tx: mpsc::UnboundedSender<Completion>,
     rx: mpsc::UnboundedReceiver<Completion>,
     snapshot_on_stop: bool,
@@ -68,6 +75,8 @@ impl DbTask {
             uploads,
             staged: BTreeMap::new(),
             links: ChainLinks::default(),
+            sums: None,
+            staged_sums: BTreeMap::new(),
             tx,
             rx,
             snapshot_on_stop,
@@ -86,6 +95,7 @@ impl DbTask {
             .with_context(|| format!("{name}: reading the replica"))?;
         info!(db = %name, remote_txid = format_args!("{:016x}", tip.max_txid), "starting replication");
         self.links.seed(tip.chain_end, tip_digest);
+        self.sums = self.state.take_sums(tip.chain_end);
         let page_size = self.db.page_size;
         self.engine.handle(
             self.clock.now(),
@@ -167,6 +177,7 @@ impl DbTask {
             } => self.upload(file, spec, attempt),
             Command::CheckUpload { file, spec } => self.check(file, spec),
             Command::Forget { file } => {
+                self.staged_sums.remove(&file);
                 if let Some((path, _)) = self.staged.remove(&file) {
                     let _ = std::fs::remove_file(path);
                 }
@@ -199,6 +210,14 @@ impl DbTask {
             }
             Command::Event(e) => self.log_event(e),
             Command::Stopped => {
+                // Everything is durable: the checksums describe the tip, so the next start
+                // can keep recording them without reading the whole database.
+                if let Some((txid, sums)) = &self.sums
+                    && *txid == self.engine.durable().txid
+                    && let Err(e) = self.state.save_sums(*txid, sums)
+                {
+                    warn!(db = %self.name, "could not save page checksums: {e:#}");
+                }
                 info!(db = %self.name, txid = format_args!("{:016x}", self.engine.durable().txid), "stopped: everything committed is in the replica");
                 let _ = self.db.release_read_lock();
                 return Ok(Some(Ok(())));
@@ -215,13 +234,17 @@ impl DbTask {
     /// Builds the file into the staging area (first attempt only), then uploads it on
     /// a separate task under the process-wide upload limit.
     fn upload(&mut self, file: FileId, spec: Arc<FileSpec>, attempt: u32) {
-        let (path, sha) = match self.staged.get(&file) {
-            Some(staged) => staged.clone(),
+        let (path, sha, db_sum) = match self.staged.get(&file) {
+            Some((p, sha)) => (p.clone(), sha.clone(), None),
             None => match tokio::task::block_in_place(|| self.stage(file, &spec)) {
-                Ok(staged) => {
-                    self.links.record(file, &staged.1);
-                    self.staged.insert(file, staged.clone());
-                    staged
+                Ok((p, sha, sums)) => {
+                    self.links.record(file, &sha);
+                    self.staged.insert(file, (p.clone(), sha.clone()));
+                    let db_sum = sums.as_ref().map(PageSums::value);
+                    if file.level == 0 {
+                        self.sums = sums.map(|s| (file.max_txid, s));
+                    }
+                    (p, sha, db_sum)
                 }
                 Err(e) => {
                     warn!(db = %self.name, %file, "could not build file: {e:#}");
@@ -242,6 +265,10 @@ impl DbTask {
             format_rfc3339_ms(spec.header.timestamp_ms),
         )];
         meta.extend(self.links.metadata(file, &sha));
+        if let Some(sum) = db_sum.or_else(|| self.staged_sums.get(&file).copied()) {
+            self.staged_sums.insert(file, sum);
+            meta.push((METADATA_DB_CHECKSUM, format!("{sum:016x}")));
+        }
         debug!(db = %self.name, %key, attempt, "uploading");
         tokio::spawn(async move {
             let _permit = sem.acquire().await;
@@ -259,8 +286,9 @@ impl DbTask {
         });
     }
 
-    /// Builds the file into the staging area; returns its path and SHA-256.
-    fn stage(&self, file: FileId, spec: &FileSpec) -> Result<(PathBuf, String)> {
+    /// Builds the file into the staging area; returns its path, SHA-256 and the page
+    /// checksums of the state it produces (when the state before it is known).
+    fn stage(&self, file: FileId, spec: &FileSpec) -> Result<(PathBuf, String, Option<PageSums>)> {
         let path = self.state.staging().join(format!(
             "{:04x}-{:016x}-{:016x}.ltx",
             file.level, file.min_txid, file.max_txid
@@ -269,14 +297,31 @@ impl DbTask {
         let out = HashingWriter::new(std::io::BufWriter::new(
             std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
         ));
-        let (w, _) = spec::materialize(spec, &mut pages, out)
-            .map_err(|e: MaterializeError| anyhow::anyhow!(e))?;
+        let h = &spec.header;
+        let mut sums = match &spec.pages {
+            PageSet::Full { .. } => Some(PageSums::new_image(h.commit)),
+            PageSet::List(_) => self
+                .sums
+                .as_ref()
+                .filter(|(txid, _)| *txid + 1 == h.min_txid)
+                .map(|(_, s)| {
+                    let mut s = s.clone();
+                    s.resize(h.commit, h.page_size);
+                    s
+                }),
+        };
+        let (w, _) = spec::materialize_observed(spec, &mut pages, out, &mut |pgno, data| {
+            if let Some(s) = sums.as_mut() {
+                s.set(pgno, data);
+            }
+        })
+        .map_err(|e: MaterializeError| anyhow::anyhow!(e))?;
         let (w, sha) = w.finish();
         let f = w
             .into_inner()
             .map_err(|e| anyhow::anyhow!("writing {}: {}", path.display(), e.error()))?;
         f.sync_all()?;
-        Ok((path, sha))
+        Ok((path, sha, sums))
     }
 
     /// Does the store hold exactly our file? (After an ambiguous or refused upload.)

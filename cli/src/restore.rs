@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use tracing::info;
+use walvault_engine::dbsum::ImageSum;
 use walvault_engine::ltx::Decoder;
 use walvault_engine::restore_plan::{self, Plan, RemoteFile, Target};
 
@@ -18,7 +19,7 @@ use crate::database::wal_path;
 use crate::integrity::HashingReader;
 use crate::position::sync_dir;
 use crate::remote;
-use crate::storage::{METADATA_PREV_SHA256, METADATA_SHA256, Store};
+use crate::storage::{METADATA_DB_CHECKSUM, METADATA_PREV_SHA256, METADATA_SHA256, Store};
 
 pub struct RestoreOptions {
     pub name: String,
@@ -166,6 +167,7 @@ async fn build(
     }
     progress.finish();
     check_links(plan, &keys, &metas, &digests)?;
+    check_state(plan, &keys, &metas, &state)?;
     db.set_len(u64::from(state.commit) * u64::from(state.page_size))?;
     db.sync_all()?;
     drop(db);
@@ -183,6 +185,57 @@ struct ApplyState {
     written: Vec<u64>,
     pages: u64,
     buf: Vec<u8>,
+    /// Database checksum of the pages written so far.
+    sum: ImageSum,
+}
+
+/// The restored state must have the database checksum walvault recorded for the
+/// newest file of the plan: this catches an older file (a compaction or snapshot, which
+/// carry no hash link) that was replaced or altered. Pages no file wrote read as zeros.
+fn check_state(
+    plan: &Plan,
+    keys: &[String],
+    metas: &[Option<BTreeMap<String, String>>],
+    st: &ApplyState,
+) -> Result<()> {
+    let Some(last) = plan.files.len().checked_sub(1) else {
+        return Ok(());
+    };
+    let Some(recorded) = metas[last]
+        .as_ref()
+        .and_then(|m| m.get(METADATA_DB_CHECKSUM))
+    else {
+        return Ok(());
+    };
+    let mut sum = st.sum.clone();
+    let zeros = vec![0u8; st.page_size as usize];
+    let lock = walvault_engine::ltx::lock_pgno(st.page_size);
+    for pgno in 1..=st.commit {
+        let i = (pgno - 1) as usize;
+        if pgno != lock && st.written[i / 64] & (1 << (i % 64)) == 0 {
+            sum.add(pgno, &zeros);
+        }
+    }
+    let actual = format!("{:016x}", sum.value());
+    if !recorded.eq_ignore_ascii_case(&actual) {
+        let foreign: Vec<&str> = keys
+            .iter()
+            .zip(metas)
+            .filter(|(_, m)| m.as_ref().is_none_or(|m| !m.contains_key(METADATA_SHA256)))
+            .map(|(k, _)| k.as_str())
+            .collect();
+        bail!(
+            "the restored database does not have the checksum {} recorded for: expected {recorded}, got \
+             {actual}: a file of the plan was replaced or altered{}",
+            keys[last],
+            if foreign.is_empty() {
+                String::new()
+            } else {
+                format!(" (files without walvault's digest: {})", foreign.join(", "))
+            }
+        );
+    }
+    Ok(())
 }
 
 /// Decodes one downloaded file (verifying its LTX checksums) and writes the pages no
@@ -234,6 +287,7 @@ fn apply_file(
         }
         st.written[word] |= bit;
         db.write_all_at(&st.buf, u64::from(pgno - 1) * u64::from(st.page_size))?;
+        st.sum.add(pgno, &st.buf);
         st.pages += 1;
     }
     let reader = dec

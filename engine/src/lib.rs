@@ -6,6 +6,7 @@
 //! simulator drive exactly this code.
 
 pub mod backoff;
+pub mod dbsum;
 pub mod keys;
 pub mod ltx;
 pub mod replicator;

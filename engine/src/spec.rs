@@ -83,6 +83,16 @@ pub fn materialize<W: Write>(
     src: &mut dyn PageReader,
     out: W,
 ) -> Result<(W, Trailer), MaterializeError> {
+    materialize_observed(spec, src, out, &mut |_, _| {})
+}
+
+/// [`materialize`], showing every page written to `observe` (for running checksums).
+pub fn materialize_observed<W: Write>(
+    spec: &FileSpec,
+    src: &mut dyn PageReader,
+    out: W,
+    observe: &mut dyn FnMut(u32, &[u8]),
+) -> Result<(W, Trailer), MaterializeError> {
     let h = &spec.header;
     let ps = h.page_size as usize;
     let mut frame = vec![0u8; FRAME_HEADER_SIZE as usize + ps];
@@ -97,11 +107,13 @@ pub fn materialize<W: Write>(
                     src.read_wal_frame(offset, &mut frame)?;
                     check_frame(&frame, offset, pgno, h)?;
                     enc.write_page(pgno, &frame[FRAME_HEADER_SIZE as usize..])?;
+                    observe(pgno, &frame[FRAME_HEADER_SIZE as usize..]);
                 }
                 PageSource::Db => {
                     let page = &mut frame[FRAME_HEADER_SIZE as usize..];
                     src.read_db_page(pgno, page)?;
                     enc.write_page(pgno, page)?;
+                    observe(pgno, page);
                 }
             }
             Ok(())

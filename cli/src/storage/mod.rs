@@ -33,6 +33,8 @@ pub const METADATA_TIMESTAMP: &str = "litestream-timestamp";
 /// SHA-256 of the object, and that of the file it extends (a hash chain).
 pub const METADATA_SHA256: &str = "walvault-sha256";
 pub const METADATA_PREV_SHA256: &str = "walvault-prev-sha256";
+/// walvault's database checksum (LTX algorithm) of the state after applying the file.
+pub const METADATA_DB_CHECKSUM: &str = "walvault-db-checksum";
 
 /// Name prefix of the file backend's in-flight temporary files.
 pub(crate) const TEMP_PREFIX: &str = ".tmp-";
