@@ -90,6 +90,34 @@ impl StateDir {
 }
 
 impl StateDir {
+    /// The mark a run that did not stop cleanly left behind: the first TXID it
+    /// recorded (0 when unreadable). `None`: the previous run stopped cleanly, or
+    /// there was none.
+    pub fn unfinished_run(&self) -> Result<Option<u64>> {
+        let path = self.dir.join("running");
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text.trim().parse().unwrap_or(0))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// Marks a run as started, durably and before its first upload, with the first
+    /// TXID it will use: only a clean stop removes the mark.
+    pub fn begin_run(&self, first_txid: u64) -> Result<()> {
+        write_atomic(&self.dir.join("running"), first_txid.to_string().as_bytes())
+    }
+
+    /// Removes the run mark at a clean stop: every upload sent was answered.
+    pub fn end_run(&self) -> Result<()> {
+        let path = self.dir.join("running");
+        match fs::remove_file(&path) {
+            Ok(()) => sync_dir(&self.dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+        }
+    }
+
     /// Saves the page checksums of the state at `txid` (at a clean stop).
     pub fn save_sums(&self, txid: u64, sums: &PageSums) -> Result<()> {
         let mut bytes = txid.to_le_bytes().to_vec();

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use walvault_engine::keys::{self, FileId, Layout};
 use walvault_engine::ltx::{self, Header};
 use walvault_engine::replicator::RemoteTip;
-use walvault_engine::restore_plan::{self, PlanError, RemoteFile, Target};
+use walvault_engine::restore_plan::{self, ChainTip, RemoteFile};
 
 use crate::storage::{self, METADATA_SHA256, METADATA_TIMESTAMP, Store, StoreError};
 
@@ -160,22 +160,14 @@ pub async fn tip(store: &Store, db: &str) -> Result<RemoteTip> {
 /// the link the next file's `walvault-prev-sha256` carries.
 pub async fn tip_with_digest(store: &Store, db: &str) -> Result<(RemoteTip, Option<String>)> {
     let files = list_files(store, db).await?;
-    let Some(max) = files.iter().map(|f| f.id.max_txid).max() else {
+    let Some(ChainTip {
+        max_txid: max,
+        chain_end,
+        newest,
+    }) = restore_plan::chain_tip(&files)
+    else {
         return Ok((RemoteTip::default(), None));
     };
-    // How far a restore gets: through a snapshot and a contiguous chain. Anything above
-    // (files after a lost one) must not be extended.
-    let chain_end = match restore_plan::plan(&files, Target::Latest) {
-        Ok(p) => p.txid,
-        Err(PlanError::Gap { after }) => after,
-        Err(_) => 0,
-    };
-    // Prefer the lowest level: level-0 files carry the WAL position they end at.
-    let newest = files
-        .iter()
-        .filter(|f| chain_end > 0 && f.id.max_txid == chain_end)
-        .min_by_key(|f| f.id.level)
-        .map(|f| f.id);
     let (header, digest) = match newest {
         Some(id) => {
             let header = read_header(store, db, id).await?;

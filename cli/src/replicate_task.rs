@@ -28,8 +28,16 @@ use walvault_engine::spec::PageSet;
 
 /// Results of work done off the task.
 enum Completion {
-    Upload { file: FileId, result: UploadResult },
-    Check { file: FileId, result: CheckResult },
+    Upload {
+        file: FileId,
+        attempt: u32,
+        result: UploadResult,
+    },
+    Check {
+        file: FileId,
+        attempt: u32,
+        result: CheckResult,
+    },
 }
 
 pub struct DbTask {
@@ -90,6 +98,8 @@ impl DbTask {
             .acquire_read_lock()
             .with_context(|| format!("{name}: taking the read lock"))?;
         let local = self.state.load()?;
+        // A mark left by a run that did not stop cleanly: its requests may still land.
+        let unfinished_run = self.state.unfinished_run()?;
         let (tip, tip_digest) = remote::tip_with_digest(&self.store, &name)
             .await
             .with_context(|| format!("{name}: reading the replica"))?;
@@ -103,8 +113,14 @@ impl DbTask {
                 page_size,
                 local,
                 remote: tip,
+                unfinished_run,
             },
         );
+        // Marks this run before any upload can be sent (Start only asks for WAL reads);
+        // only a clean stop removes the mark.
+        let first_txid = self.engine.next_txid();
+        tokio::task::block_in_place(|| self.state.begin_run(first_txid))
+            .with_context(|| format!("{name}: marking the run in the state directory"))?;
         let mut shutdown_sent = false;
         loop {
             if *shutdown.borrow() && !shutdown_sent {
@@ -123,8 +139,12 @@ impl DbTask {
                 Some(c) = self.rx.recv() => {
                     let now = self.clock.now();
                     match c {
-                        Completion::Upload { file, result } => self.engine.handle(now, Input::UploadDone { file, result }),
-                        Completion::Check { file, result } => self.engine.handle(now, Input::CheckDone { file, result }),
+                        Completion::Upload { file, attempt, result } => {
+                            self.engine.handle(now, Input::UploadDone { file, attempt, result })
+                        }
+                        Completion::Check { file, attempt, result } => {
+                            self.engine.handle(now, Input::CheckDone { file, attempt, result })
+                        }
                     }
                 }
                 _ = sleep_until(deadline) => self.engine.handle_timeout(self.clock.now()),
@@ -175,7 +195,11 @@ impl DbTask {
                 spec,
                 attempt,
             } => self.upload(file, spec, attempt),
-            Command::CheckUpload { file, spec } => self.check(file, spec),
+            Command::CheckUpload {
+                file,
+                spec,
+                attempt,
+            } => self.check(file, spec, attempt),
             Command::Forget { file } => {
                 self.staged_sums.remove(&file);
                 if let Some((path, _)) = self.staged.remove(&file) {
@@ -218,6 +242,9 @@ impl DbTask {
                 {
                     warn!(db = %self.name, "could not save page checksums: {e:#}");
                 }
+                if let Err(e) = self.state.end_run() {
+                    warn!(db = %self.name, "could not record the clean stop: {e:#}");
+                }
                 info!(db = %self.name, txid = format_args!("{:016x}", self.engine.durable().txid), "stopped: everything committed is in the replica");
                 let _ = self.db.release_read_lock();
                 return Ok(Some(Ok(())));
@@ -250,6 +277,7 @@ impl DbTask {
                     warn!(db = %self.name, %file, "could not build file: {e:#}");
                     let _ = self.tx.send(Completion::Upload {
                         file,
+                        attempt,
                         result: UploadResult::SourceChanged(format!("{e:#}")),
                     });
                     return;
@@ -282,7 +310,11 @@ impl DbTask {
                     UploadResult::Permanent(e.to_string())
                 }
             };
-            let _ = tx.send(Completion::Upload { file, result });
+            let _ = tx.send(Completion::Upload {
+                file,
+                attempt,
+                result,
+            });
         });
     }
 
@@ -325,7 +357,7 @@ impl DbTask {
     }
 
     /// Does the store hold exactly our file? (After an ambiguous or refused upload.)
-    fn check(&mut self, file: FileId, spec: Arc<FileSpec>) {
+    fn check(&mut self, file: FileId, spec: Arc<FileSpec>, attempt: u32) {
         let staged = self.staged.get(&file).map(|(p, _)| p.clone());
         let expected = match staged.as_ref().map(std::fs::read) {
             Some(Ok(bytes)) => Ok(bytes),
@@ -349,7 +381,11 @@ impl DbTask {
                     CheckResult::Failed(format!("cannot rebuild our file to compare: {e:#}"))
                 }
             };
-            let _ = tx.send(Completion::Check { file, result });
+            let _ = tx.send(Completion::Check {
+                file,
+                attempt,
+                result,
+            });
         });
     }
 

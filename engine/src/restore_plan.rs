@@ -45,6 +45,39 @@ pub enum PlanError {
     TooEarly,
 }
 
+/// Where a store's chain stands, for a replicator starting on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChainTip {
+    /// Highest TXID of any file (new files go above it).
+    pub max_txid: u64,
+    /// How far a restore gets: through a snapshot and a contiguous chain. Anything
+    /// above (files after a lost one) must not be extended.
+    pub chain_end: u64,
+    /// The file that ends at `chain_end`, at the lowest level holding it (level-0
+    /// files carry the WAL position they end at).
+    pub newest: Option<FileId>,
+}
+
+/// The tip of a store holding `files`; `None` when it holds none.
+pub fn chain_tip(files: &[RemoteFile]) -> Option<ChainTip> {
+    let max_txid = files.iter().map(|f| f.id.max_txid).max()?;
+    let chain_end = match plan(files, Target::Latest) {
+        Ok(p) => p.txid,
+        Err(PlanError::Gap { after }) => after,
+        Err(_) => 0,
+    };
+    let newest = files
+        .iter()
+        .filter(|f| chain_end > 0 && f.id.max_txid == chain_end)
+        .min_by_key(|f| f.id.level)
+        .map(|f| f.id);
+    Some(ChainTip {
+        max_txid,
+        chain_end,
+        newest,
+    })
+}
+
 pub fn plan(files: &[RemoteFile], target: Target) -> Result<Plan, PlanError> {
     if files.is_empty() {
         return Err(PlanError::Empty);
@@ -143,6 +176,30 @@ mod tests {
             .iter()
             .map(|f| (f.id.level, f.id.min_txid, f.id.max_txid))
             .collect()
+    }
+
+    #[test]
+    fn chain_tip_stops_at_a_hole_and_prefers_level_0() {
+        assert_eq!(chain_tip(&[]), None);
+        // 4 is lost: 5 and 6 exist but no restore reaches them.
+        let files = vec![
+            f(0, 1, 1),
+            f(0, 2, 2),
+            f(1, 1, 3),
+            f(0, 3, 3),
+            f(0, 5, 5),
+            f(0, 6, 6),
+        ];
+        let t = chain_tip(&files).unwrap();
+        assert_eq!((t.max_txid, t.chain_end), (6, 3));
+        assert_eq!(t.newest.map(|id| (id.level, id.min_txid)), Some((0, 3)));
+        // A file spanning skipped TXIDs (a fence) continues the chain.
+        let files = vec![f(0, 1, 1), f(0, 2, 2000), f(0, 2001, 2001)];
+        let t = chain_tip(&files).unwrap();
+        assert_eq!((t.max_txid, t.chain_end), (2001, 2001));
+        // No snapshot at all: nothing is reachable.
+        let t = chain_tip(&[f(0, 2, 2)]).unwrap();
+        assert_eq!((t.max_txid, t.chain_end, t.newest), (2, 0, None));
     }
 
     #[test]

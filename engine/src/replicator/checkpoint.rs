@@ -132,7 +132,7 @@ impl Replicator {
                         // were folded into the database unseen: only a full file is safe.
                         self.follow.forget_generation();
                         self.follow.clear_batch();
-                        self.need_snapshot = Some((SnapshotReason::AfterTruncate, self.next_txid));
+                        self.need_snapshot = Some((SnapshotReason::AfterTruncate, self.chain_next));
                     }
                     CheckpointMode::Truncate => {}
                 }

@@ -9,10 +9,14 @@ impl Replicator {
             || self.queue.len() < self.cfg.max_in_flight.max(1) * 4
     }
 
-    pub(super) fn take_txid(&mut self) -> u64 {
-        let t = self.next_txid;
+    /// The TXID range of the next file: from one past the last file cut to the next
+    /// unused TXID (a single TXID unless TXIDs were skipped).
+    pub(super) fn take_range(&mut self) -> (u64, u64) {
+        let max = self.next_txid;
+        let min = self.chain_next.min(max);
         self.next_txid += 1;
-        t
+        self.chain_next = self.next_txid;
+        (min, max)
     }
 
     pub(super) fn base_header(&self, commit: u32, min_txid: u64, max_txid: u64) -> Header {
@@ -71,8 +75,8 @@ impl Replicator {
             }
         }
         push_growth_until(&mut pages, commit.saturating_add(1), &mut growth);
-        let txid = self.take_txid();
-        let mut header = self.base_header(commit, txid, txid);
+        let (min_txid, txid) = self.take_range();
+        let mut header = self.base_header(commit, min_txid, txid);
         header.wal_offset = batch.start;
         header.wal_size = batch.end - batch.start;
         header.wal_salt1 = salt1;
@@ -92,7 +96,7 @@ impl Replicator {
         self.shipped_commit = commit;
         let file = FileId {
             level: 0,
-            min_txid: txid,
+            min_txid,
             max_txid: txid,
         };
         self.emit(Event::FileCut {
@@ -128,8 +132,8 @@ impl Replicator {
         let (salt1, salt2, wal_end) = generation
             .map(|g| (g.header.salt1, g.header.salt2, g.scanner.committed_offset()))
             .unwrap_or((0, 0, 0));
-        let txid = self.take_txid();
-        let min_txid = min_txid.min(txid);
+        let (next_min, txid) = self.take_range();
+        let min_txid = min_txid.min(next_min);
         let mut header = self.base_header(commit, min_txid, txid);
         if wal_end >= WAL_HEADER_SIZE {
             header.wal_offset = WAL_HEADER_SIZE;

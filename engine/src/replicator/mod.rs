@@ -75,6 +75,10 @@ pub struct Replicator {
     queue: Queue,
     backoff: Backoff,
     next_txid: u64,
+    /// First TXID of the next file: one past the last file cut (or the chain end at
+    /// start). Below `next_txid` only after a fence or a dropped cut, so that one file
+    /// spans the skipped TXIDs and the chain stays contiguous.
+    chain_next: u64,
     durable: Position,
     /// Database size after the last file cut.
     shipped_commit: u32,
@@ -113,6 +117,7 @@ impl Replicator {
             queue: Queue::default(),
             backoff,
             next_txid: 1,
+            chain_next: 1,
             durable: Position::default(),
             shipped_commit: 0,
             db_len: 0,
@@ -218,7 +223,8 @@ impl Replicator {
                 page_size,
                 local,
                 remote,
-            } => self.on_start(page_size, local, remote),
+                unfinished_run,
+            } => self.on_start(page_size, local, remote, unfinished_run),
             Input::WalRead {
                 header,
                 file_len,
@@ -226,8 +232,16 @@ impl Replicator {
                 offset,
                 data,
             } => self.on_wal_read(header, file_len, db_len, offset, data),
-            Input::UploadDone { file, result } => self.on_upload_done(file, result),
-            Input::CheckDone { file, result } => self.on_check_done(file, result),
+            Input::UploadDone {
+                file,
+                attempt,
+                result,
+            } => self.on_upload_done(file, attempt, result),
+            Input::CheckDone {
+                file,
+                attempt,
+                result,
+            } => self.on_check_done(file, attempt, result),
             Input::WritersLocked { ok } => self.on_writers_locked(ok),
             Input::CheckpointDone { mode, result } => self.on_checkpoint_done(mode, result),
             Input::Shutdown { snapshot } => {
@@ -247,7 +261,13 @@ impl Replicator {
         self.maybe_stopped();
     }
 
-    fn on_start(&mut self, page_size: u32, local: Option<Position>, remote: RemoteTip) {
+    fn on_start(
+        &mut self,
+        page_size: u32,
+        local: Option<Position>,
+        remote: RemoteTip,
+        unfinished_run: Option<u64>,
+    ) {
         if self.phase != Phase::Idle {
             return;
         }
@@ -256,7 +276,24 @@ impl Replicator {
             return;
         }
         self.page_size = page_size;
-        self.next_txid = remote.max_txid.saturating_add(1);
+        // New files go above every TXID that may be in use: the listing's, the one this
+        // machine saw acknowledged (a lagging LIST can hide it), and after a run that did
+        // not stop cleanly its start plus a fence for the files it may still have had in
+        // flight (a run never has more than the queue's length past its durable TXID).
+        let local_txid = local.map_or(0, |l| l.txid);
+        let known = remote
+            .max_txid
+            .max(local_txid)
+            .max(unfinished_run.unwrap_or(0));
+        // Without a local position a non-empty store was written by a run this
+        // machine knows nothing about (a wiped state directory, another host).
+        let unknown_writer = local.is_none() && remote.max_txid > 0;
+        let fence = if unfinished_run.is_none() && !unknown_writer {
+            0
+        } else {
+            fence_width(self.cfg.seed, self.cfg.max_in_flight)
+        };
+        self.next_txid = known.saturating_add(fence).saturating_add(1);
         self.remote_empty = remote.max_txid == 0;
         // A hole below the tip (a file lost while later ones landed, or no snapshot at
         // all): resuming would extend a chain no restore can reach. One full file from
@@ -283,7 +320,11 @@ impl Replicator {
                 commit: h.commit,
             }),
             (None, Some(l))
-                if !has_hole && l.txid == remote.max_txid && l.txid > 0 && l.wal_end > 0 =>
+                if !has_hole
+                    && l.txid == remote.max_txid
+                    && l.txid == known
+                    && l.txid > 0
+                    && l.wal_end > 0 =>
             {
                 Some(ResumePoint {
                     salt1: l.salt1,
@@ -308,6 +349,10 @@ impl Replicator {
                 ..Position::default()
             };
         }
+        if self.resume.is_some() && remote.max_txid < known {
+            self.resume = None; // The listing lags what was acknowledged: full file.
+        }
+        self.chain_next = self.durable.txid + 1;
         self.follow.resume_at = self.resume.as_ref().map(|r| r.wal_end);
         self.phase = Phase::Scanning;
         self.next_tick = Some(self.now.mono_ms + self.cfg.sync_interval_ms);
@@ -344,4 +389,17 @@ impl Replicator {
     fn emit(&mut self, e: Event) {
         self.out.push_back(Command::Event(e));
     }
+}
+
+/// TXIDs skipped after a run that did not stop cleanly: far more than a run can have
+/// sent past its durable TXID (its queue holds at most 4 windows, a checkpoint's tail
+/// a few more), plus a per-run random part so that two runs that both crash before
+/// their first file lands never pick the same key for it.
+fn fence_width(seed: u64, window: usize) -> u64 {
+    let fence_min = (window as u64).saturating_mul(16).max(1024);
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    fence_min.saturating_add(z % fence_min)
 }

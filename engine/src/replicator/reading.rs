@@ -117,7 +117,7 @@ impl Replicator {
         }
         self.follow.clear_batch();
         if !continues && self.need_snapshot.is_none() {
-            self.need_snapshot = Some((SnapshotReason::WalReset, self.next_txid));
+            self.need_snapshot = Some((SnapshotReason::WalReset, self.chain_next));
         }
         if new_header.is_some() {
             self.read_at(WAL_HEADER_SIZE);

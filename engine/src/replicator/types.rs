@@ -128,6 +128,12 @@ pub enum Input<'a> {
         page_size: u32,
         local: Option<Position>,
         remote: RemoteTip,
+        /// `Some` when the previous run of this database did not stop cleanly (the
+        /// shell's run mark was left behind), with the [`Replicator::next_txid`] it
+        /// recorded at its start (0: unknown). Its requests may still land ("zombie"
+        /// writes), so the TXIDs it may have used are fenced off. `None`: it stopped
+        /// cleanly, or there was none.
+        unfinished_run: Option<u64>,
     },
     /// Answer to [`Command::ReadWal`]: the WAL header bytes (if the file has one), the
     /// WAL and database file lengths, and up to `max_len` bytes starting at `offset`.
@@ -138,27 +144,28 @@ pub enum Input<'a> {
         offset: u64,
         data: &'a [u8],
     },
+    /// Outcome of [`Command::Upload`]; `attempt` echoes the command's, so a late or
+    /// duplicated outcome of an earlier attempt is told apart from the current one.
     UploadDone {
         file: FileId,
+        attempt: u32,
         result: UploadResult,
     },
+    /// Outcome of [`Command::CheckUpload`], echoing its `attempt`.
     CheckDone {
         file: FileId,
+        attempt: u32,
         result: CheckResult,
     },
     /// Answer to [`Command::LockWriters`]: `false` when writers could not be blocked.
-    WritersLocked {
-        ok: bool,
-    },
+    WritersLocked { ok: bool },
     CheckpointDone {
         mode: CheckpointMode,
         result: Result<CheckpointResult, String>,
     },
     /// Ship what is committed, finish uploads, then report [`Command::Stopped`]. With
     /// `snapshot`, first write a level-9 snapshot of the final state.
-    Shutdown {
-        snapshot: bool,
-    },
+    Shutdown { snapshot: bool },
 }
 
 /// Everything the engine asks the caller to do.
@@ -179,6 +186,7 @@ pub enum Command {
     CheckUpload {
         file: FileId,
         spec: Arc<FileSpec>,
+        attempt: u32,
     },
     /// The caller may drop anything it kept for this file.
     Forget {

@@ -31,9 +31,11 @@ impl Replicator {
                 }
                 State::NeedsCheck { not_before } if not_before <= now => {
                     e.state = State::Checking;
+                    e.check_attempt += 1;
                     cmds.push(Command::CheckUpload {
                         file: e.file,
                         spec: Arc::clone(&e.spec),
+                        attempt: e.check_attempt,
                     });
                     outstanding += 1;
                 }
@@ -43,7 +45,7 @@ impl Replicator {
         self.out.extend(cmds);
     }
 
-    pub(super) fn on_upload_done(&mut self, file: FileId, result: UploadResult) {
+    pub(super) fn on_upload_done(&mut self, file: FileId, attempt: u32, result: UploadResult) {
         let now = self.now.mono_ms;
         if self.orphans.remove(&file) {
             return; // Its slot in the window is free again; the file itself was replaced.
@@ -51,7 +53,7 @@ impl Replicator {
         let Some(e) = self.queue.get_mut(file) else {
             return;
         };
-        if e.state != State::InFlight {
+        if e.state != State::InFlight || e.attempt != attempt {
             return; // A duplicate or late completion changes nothing.
         }
         match result {
@@ -86,6 +88,7 @@ impl Replicator {
                 }
                 self.follow.forget_generation();
                 self.follow.clear_batch();
+                self.chain_next = min;
                 self.need_snapshot = Some((SnapshotReason::SourceChanged, min));
                 self.start_read();
             }
@@ -93,7 +96,7 @@ impl Replicator {
         self.advance_durable();
     }
 
-    pub(super) fn on_check_done(&mut self, file: FileId, result: CheckResult) {
+    pub(super) fn on_check_done(&mut self, file: FileId, attempt: u32, result: CheckResult) {
         let now = self.now.mono_ms;
         if self.orphans.remove(&file) {
             return;
@@ -101,7 +104,7 @@ impl Replicator {
         let Some(e) = self.queue.get_mut(file) else {
             return;
         };
-        if e.state != State::Checking {
+        if e.state != State::Checking || e.check_attempt != attempt {
             return;
         }
         match result {
@@ -116,7 +119,6 @@ impl Replicator {
                 }
             }
             CheckResult::Failed(err) => {
-                e.check_attempt += 1;
                 let attempt = e.check_attempt;
                 let delay = self.backoff.delay(attempt);
                 if let Some(e) = self.queue.get_mut(file) {

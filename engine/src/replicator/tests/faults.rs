@@ -264,36 +264,50 @@ fn duplicate_and_late_completions_change_nothing() {
         // File 1 is durable already.
         Input::UploadDone {
             file: l0(1, 1),
+            attempt: 1,
             result: UploadResult::Stored,
         },
         Input::UploadDone {
             file: l0(1, 1),
+            attempt: 1,
             result: UploadResult::Transient("late".into()),
         },
         Input::UploadDone {
             file: l0(1, 1),
+            attempt: 1,
             result: UploadResult::SourceChanged("late".into()),
         },
         Input::CheckDone {
             file: l0(1, 1),
+            attempt: 1,
             result: CheckResult::Differs,
         },
         // File 2 is uploading, not being checked.
         Input::CheckDone {
             file: l0(2, 2),
+            attempt: 1,
             result: CheckResult::Matches,
         },
         Input::CheckDone {
             file: l0(2, 2),
+            attempt: 1,
             result: CheckResult::Differs,
+        },
+        // An attempt of file 2 that was never sent (a late answer to an older one).
+        Input::UploadDone {
+            file: l0(2, 2),
+            attempt: 7,
+            result: UploadResult::Transient("older attempt".into()),
         },
         // Never cut.
         Input::UploadDone {
             file: l0(9, 9),
+            attempt: 1,
             result: UploadResult::Stored,
         },
         Input::CheckDone {
             file: l0(9, 9),
+            attempt: 1,
             result: CheckResult::Matches,
         },
         // No checkpoint is running; no lock was asked for.
@@ -328,6 +342,7 @@ fn duplicate_and_late_completions_change_nothing() {
         h.t(),
         Input::UploadDone {
             file: l0(2, 2),
+            attempt: 1,
             result: UploadResult::Stored,
         },
     );

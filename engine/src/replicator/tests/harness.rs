@@ -63,13 +63,13 @@ pub enum CkptAnswer {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Req {
     Upload { file: FileId, attempt: u32 },
-    Check { file: FileId },
+    Check { file: FileId, attempt: u32 },
 }
 
 impl Req {
     pub fn file(&self) -> FileId {
         match *self {
-            Req::Upload { file, .. } | Req::Check { file } => file,
+            Req::Upload { file, .. } | Req::Check { file, .. } => file,
         }
     }
 }
@@ -112,7 +112,7 @@ pub struct Harness {
     pub inflight: Vec<Req>,
     built: BTreeMap<FileId, Vec<u8>>,
     /// The bytes each outstanding upload carries (the shell's request owns them).
-    sending: BTreeMap<FileId, Vec<u8>>,
+    pub sending: BTreeMap<FileId, Vec<u8>>,
     /// The last persisted position (survives crashes, like the state file).
     pub persisted: Option<Position>,
     /// Every command of the current engine instance, with the time it was seen.
@@ -134,6 +134,9 @@ pub struct Harness {
     last_durable: u64,
     last_persist: u64,
     pub stopped: bool,
+    /// The shell's run mark: the run's first TXID, set at start, removed at a clean
+    /// stop (survives crashes).
+    pub run_mark: Option<u64>,
     pub halted: Option<String>,
 }
 
@@ -168,6 +171,7 @@ impl Harness {
             last_durable: 0,
             last_persist: 0,
             stopped: false,
+            run_mark: None,
             halted: None,
         }
     }
@@ -182,14 +186,17 @@ impl Harness {
         self.src.acquire_read_lock(self.seq_write);
         let remote = self.store.tip();
         let local = self.persisted;
+        let unfinished_run = self.run_mark.take();
         self.engine.handle(
             self.t(),
             Input::Start {
                 page_size: PS,
                 local,
                 remote,
+                unfinished_run,
             },
         );
+        self.run_mark = Some(self.engine.next_txid());
         self.drain();
     }
 
@@ -303,8 +310,14 @@ impl Harness {
                         }
                         Err(e) => {
                             let result = UploadResult::SourceChanged(e.to_string());
-                            self.engine
-                                .handle(self.t(), Input::UploadDone { file, result });
+                            self.engine.handle(
+                                self.t(),
+                                Input::UploadDone {
+                                    file,
+                                    attempt,
+                                    result,
+                                },
+                            );
                             return;
                         }
                     }
@@ -315,10 +328,14 @@ impl Harness {
                     self.note_outstanding();
                 } else {
                     let o = self.uploads.pop_front().unwrap_or(Outcome::Ok);
-                    self.resolve_upload(file, o);
+                    self.resolve_upload(file, attempt, o);
                 }
             }
-            Command::CheckUpload { file, spec } => {
+            Command::CheckUpload {
+                file,
+                spec,
+                attempt,
+            } => {
                 assert!(
                     !self.inflight.iter().any(|r| r.file() == file),
                     "{file} checked while a request for it is outstanding"
@@ -330,11 +347,11 @@ impl Harness {
                     self.built.insert(file, bytes);
                 }
                 if self.deferred {
-                    self.inflight.push(Req::Check { file });
+                    self.inflight.push(Req::Check { file, attempt });
                     self.note_outstanding();
                 } else {
                     let o = self.checks.pop_front().unwrap_or(CheckOutcome::Real);
-                    self.resolve_check(file, o);
+                    self.resolve_check(file, attempt, o);
                 }
             }
             Command::Forget { file } => {
@@ -372,6 +389,7 @@ impl Harness {
             Command::Event(_) => {}
             Command::Stopped => {
                 self.stopped = true;
+                self.run_mark = None;
                 self.src.release_read_lock();
             }
             Command::Halt { reason } => {
@@ -457,7 +475,7 @@ impl Harness {
             .handle(self.t(), Input::CheckpointDone { mode, result });
     }
 
-    fn resolve_upload(&mut self, file: FileId, o: Outcome) {
+    fn resolve_upload(&mut self, file: FileId, attempt: u32, o: Outcome) {
         let bytes = match self.sending.remove(&file) {
             Some(b) => b,
             None => self
@@ -494,11 +512,17 @@ impl Harness {
             }
             Outcome::BuildFails => UploadResult::SourceChanged("injected read error".into()),
         };
-        self.engine
-            .handle(self.t(), Input::UploadDone { file, result });
+        self.engine.handle(
+            self.t(),
+            Input::UploadDone {
+                file,
+                attempt,
+                result,
+            },
+        );
     }
 
-    fn resolve_check(&mut self, file: FileId, o: CheckOutcome) {
+    fn resolve_check(&mut self, file: FileId, attempt: u32, o: CheckOutcome) {
         let result = match o {
             CheckOutcome::Failed => CheckResult::Failed("GET 500".into()),
             CheckOutcome::Real => match (self.store.get(file), self.built.get(&file)) {
@@ -508,16 +532,22 @@ impl Harness {
                 (Some(_), None) => CheckResult::Failed("cannot rebuild our file".into()),
             },
         };
-        self.engine
-            .handle(self.t(), Input::CheckDone { file, result });
+        self.engine.handle(
+            self.t(),
+            Input::CheckDone {
+                file,
+                attempt,
+                result,
+            },
+        );
     }
 
     /// Completes outstanding request `i` (deferred mode).
     pub fn complete(&mut self, i: usize, upload: Outcome, check: CheckOutcome) {
         let r = self.inflight.remove(i);
         match r {
-            Req::Upload { file, .. } => self.resolve_upload(file, upload),
-            Req::Check { file } => self.resolve_check(file, check),
+            Req::Upload { file, attempt } => self.resolve_upload(file, attempt, upload),
+            Req::Check { file, attempt } => self.resolve_check(file, attempt, check),
         }
         self.drain();
     }

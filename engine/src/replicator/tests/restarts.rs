@@ -40,6 +40,18 @@ fn shipped(seed: u64) -> Harness {
     h
 }
 
+/// The first file after a crash: it starts right after `chain_end` and ends past the
+/// fence of TXIDs the dead process may still have had in flight.
+fn fenced_first_cut(h: &Harness, chain_end: u64) -> FileId {
+    let first = *h.cuts().first().expect("a file after the restart");
+    assert_eq!(first.min_txid, chain_end + 1, "{first}");
+    assert!(
+        first.max_txid > chain_end + 1024,
+        "{first}: a crashed run's TXIDs must be fenced off"
+    );
+    first
+}
+
 #[test]
 fn restart_on_the_same_wal_continues_the_chain() {
     let mut h = shipped(31);
@@ -55,24 +67,70 @@ fn restart_on_the_same_wal_continues_the_chain() {
     );
     assert_eq!(snapshots(&h), []);
     // The application's transaction and the shell's `_walvault_seq` write are the
-    // first incremental file, TXID max+1, cut as soon as the scan ends.
-    assert_eq!(h.cuts(), [l0(max + 1, max + 1)]);
-    h.assert_restores(max + 1, h.src.pos());
+    // first incremental file, cut as soon as the scan ends: it continues the chain
+    // at max+1 and, after a crash, spans the fence.
+    let first = fenced_first_cut(&h, max);
+    assert_eq!(h.cuts(), [first]);
+    let next = first.max_txid + 1;
+    h.assert_restores(first.max_txid, h.src.pos());
     let k = commit(&mut h, &[3], 7);
     h.tick();
     h.check();
-    assert_eq!(h.cuts(), [l0(max + 1, max + 1), l0(max + 2, max + 2)]);
-    h.assert_restores(max + 2, k);
+    assert_eq!(h.cuts(), [first, l0(next, next)]);
+    h.assert_restores(next, k);
     h.assert_latest_is_source();
-    // Without the `_walvault_seq` write, and nothing new: nothing to ship at all.
+    // A clean stop, then a start without the `_walvault_seq` write and nothing new:
+    // nothing to ship, no fence.
+    h.shutdown(false);
     h.crash(&|_, _| false);
     h.seq_write = false;
     h.start();
     h.tick();
     assert_eq!(h.cuts(), []);
-    assert_eq!(h.engine.next_txid(), max + 3);
-    assert_eq!(h.engine.durable().txid, max + 2);
+    assert_eq!(h.engine.next_txid(), next + 1);
+    assert_eq!(h.engine.durable().txid, next);
     h.check();
+}
+
+#[test]
+fn restart_after_a_clean_stop_continues_without_a_fence() {
+    let mut h = shipped(37);
+    h.shutdown(false);
+    let max = h.store.max_txid();
+    h.crash(&|_, _| false);
+    commit(&mut h, &[2], 7);
+    h.start();
+    h.check();
+    assert_eq!(h.cuts(), [l0(max + 1, max + 1)]);
+    h.assert_restores(max + 1, h.src.pos());
+    h.assert_latest_is_source();
+}
+
+#[test]
+fn late_writes_of_a_crashed_run_never_collide_with_the_next() {
+    // The dead process's PUT lands after the next one listed the store (a zombie
+    // write): its key and TXID are not reused, and the chain restores either way.
+    let mut h = shipped(38);
+    h.deferred = true;
+    let max = h.store.max_txid();
+    commit(&mut h, &[1], 7);
+    h.tick();
+    let zombie = h.inflight[0].file();
+    let zombie_bytes = h.sending[&zombie].clone();
+    h.crash(&|_, _| false);
+    h.deferred = false;
+    commit(&mut h, &[2], 7);
+    h.start();
+    h.check();
+    let first = fenced_first_cut(&h, max);
+    assert!(first.max_txid > zombie.max_txid);
+    // Now the zombie lands: under its own key, below the new file.
+    assert!(h.store.put_if_absent(zombie, &zombie_bytes));
+    let k = commit(&mut h, &[3], 7);
+    h.tick();
+    h.check();
+    h.assert_restores(first.max_txid + 1, k);
+    h.assert_latest_is_source();
 }
 
 #[test]
@@ -86,28 +144,38 @@ fn restart_on_a_new_wal_generation_writes_one_full_file() {
     commit(&mut h, &[3], 8);
     h.start();
     h.check();
-    assert_eq!(snapshots(&h), [(max + 1, SnapshotReason::NoResumePoint)]);
-    assert_eq!(h.cuts(), [l0(max + 1, max + 1)]);
-    assert_eq!(h.store.pages(l0(max + 1, max + 1)).unwrap().len(), 8);
+    let first = fenced_first_cut(&h, max);
+    assert_eq!(h.cuts(), [first]);
+    assert_eq!(
+        snapshots(&h),
+        [(first.max_txid, SnapshotReason::NoResumePoint)]
+    );
+    assert_eq!(h.store.pages(first).unwrap().len(), 8);
     h.assert_latest_is_source();
     let k = commit(&mut h, &[4], 8);
     h.tick();
-    assert_eq!(h.cuts().last(), Some(&l0(max + 2, max + 2)));
-    h.assert_restores(max + 2, k);
+    let next = first.max_txid + 1;
+    assert_eq!(h.cuts().last(), Some(&l0(next, next)));
+    h.assert_restores(next, k);
     h.check();
 }
 
 #[test]
-fn restart_with_an_empty_store_starts_at_txid_1() {
+fn restart_with_an_empty_store_writes_a_snapshot_from_txid_1() {
     let mut h = shipped(33);
     h.crash(&|_, _| false);
     // The replica was wiped (a new bucket), the local position remains.
     h.store = super::store::Store::default();
     h.claims.clear();
     h.reset_durable_floor();
+    let acknowledged = h.persisted.map_or(0, |p| p.txid);
     h.start();
-    assert_eq!(snapshots(&h), [(1, SnapshotReason::Initial)]);
-    assert_eq!(h.cuts(), [l0(1, 1)]);
+    // A snapshot from TXID 1, its end above every TXID the local position knows was
+    // used (the listing may only lag) and above the crash's fence.
+    let first = fenced_first_cut(&h, 0);
+    assert_eq!(snapshots(&h), [(first.max_txid, SnapshotReason::Initial)]);
+    assert_eq!(h.cuts(), [first]);
+    assert!(first.max_txid > acknowledged + 1024);
     assert!(h.events().any(|e| matches!(e, Event::RemoteBehind { .. })));
     h.check();
     h.assert_latest_is_source();
@@ -133,9 +201,16 @@ fn restart_with_the_store_behind_the_persisted_position() {
         e,
         Event::RemoteBehind { local_txid, remote_txid } if *local_txid == max && *remote_txid == max - 1
     )));
-    // Resumes at the store's tip in the same WAL: TXID max again, the same state.
+    // TXID max is not reused (the listing may lag a file that exists): one full
+    // file from the store's chain end bridges whatever is missing.
     h.check();
-    assert_eq!(h.cuts().first(), Some(&l0(max, max)));
+    let first = fenced_first_cut(&h, max - 1);
+    assert!(first.max_txid > max);
+    assert!(
+        snapshots(&h)
+            .iter()
+            .any(|&(t, r)| t == first.max_txid && r == SnapshotReason::NoResumePoint)
+    );
     h.assert_latest_is_source();
 }
 

@@ -1,0 +1,56 @@
+//! walvault-sim: the deterministic simulator. It drives the very `Replicator` that
+//! production runs, in simulated time, with real SQLite in the loop, a fault-injecting
+//! object store and crashes at any event, and checks the failure catalog's invariants
+//! after every event. A run is a pure function of its plan (seed → plan); a failing
+//! seed reproduces with one command. See BATTLE_TESTING.md.
+//!
+//! Modules, from the bottom up:
+//! - [`rng`] seeded ChaCha streams, [`params`] swarm parameters, [`plan`] plans,
+//!   [`queue`] the event queue, [`trace`] the trace hash, [`coverage`] counters;
+//! - [`app`] the application on SQLite, [`replica_db`] the replicator's SQLite side,
+//!   [`oracle`] the independent record of every source state;
+//! - [`store`] the object store, [`disk`] the local state area;
+//! - [`world`] the event loop, [`shell`] command execution, [`requests`] store traffic;
+//! - [`restore`] and [`checker`] the invariants, [`invariant`] their names;
+//! - [`mutation`] deliberately broken behaviours; [`sweep`], [`shrink`], [`cli`].
+
+pub mod app;
+pub mod checker;
+pub mod cli;
+pub mod corpus;
+pub mod coverage;
+pub mod disk;
+pub mod invariant;
+pub mod mutation;
+pub mod oracle;
+pub mod panics;
+pub mod params;
+pub mod plan;
+pub mod queue;
+pub mod replica_db;
+pub mod requests;
+pub mod restore;
+pub mod rng;
+pub mod shell;
+pub mod shrink;
+pub mod store;
+pub mod sweep;
+pub mod trace;
+pub mod wallclock;
+pub mod world;
+
+pub use world::{RunOptions, RunReport, run_plan};
+
+/// SQLite's PRNG and the panic hook are process-wide, so runs in one process (say,
+/// tests on several threads) take turns: `run_plan` holds this for a whole run.
+pub fn process_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The plan of `seed`, optionally with a mutation switched on.
+pub fn seed_plan(seed: u64, mutation: Option<mutation::Mutation>) -> plan::Plan {
+    let mut p = plan::Plan::generate(seed, params::Params::draw(seed));
+    p.mutation = mutation;
+    p
+}

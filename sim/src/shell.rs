@@ -1,0 +1,626 @@
+//! The simulated shell: carries out the engine's commands with the semantics of
+//! production's cli/src/replicate_task.rs and cli/src/database.rs: WAL reads (header,
+//! then data), building a file through `spec::materialize` into a staging copy that
+//! retries reuse, PUT with If-None-Match, checks that compare the stored bytes, writers
+//! blocked with BEGIN IMMEDIATE, checkpoints (release the read transaction, PASSIVE,
+//! let writers go, TRUNCATE if asked, take the read transaction again), persisted
+//! positions. Between two commands, and between the steps of a checkpoint, the
+//! application may run and the process may be killed.
+//!
+//! Mutations (mutation.rs) break this contract on purpose; each is marked here.
+
+use std::sync::Arc;
+
+use walvault_engine::keys::{FileId, SNAPSHOT_LEVEL};
+use walvault_engine::replicator::{
+    CheckpointMode, CheckpointResult, Command, Event, Input, SnapshotReason, UploadResult,
+};
+use walvault_engine::spec::{self, FileSpec};
+
+use crate::checker::key_of;
+use crate::coverage::Cov;
+use crate::disk::{WriteFault, encode};
+use crate::invariant::Inv;
+use crate::mutation::Mutation;
+use crate::plan::{Fault, Site};
+use crate::replica_db::{Pages, read_wal_data, read_wal_head};
+use crate::rng::SplitMix;
+use crate::store::digest;
+use crate::world::{Completion, Ev, OpKind, Proc, World};
+
+fn command_text(c: &Command) -> (u64, Vec<u64>, String) {
+    match c {
+        Command::ReadWal { offset, max_len } => (
+            1,
+            vec![*offset, *max_len],
+            format!("ReadWal offset={offset} max={max_len}"),
+        ),
+        Command::Upload {
+            file,
+            spec,
+            attempt,
+        } => (
+            2,
+            vec![
+                file.min_txid,
+                file.max_txid,
+                u64::from(*attempt),
+                spec.page_count(),
+            ],
+            format!(
+                "Upload {file} attempt {attempt} ({} pages)",
+                spec.page_count()
+            ),
+        ),
+        Command::CheckUpload { file, .. } => (
+            3,
+            vec![file.min_txid, file.max_txid],
+            format!("CheckUpload {file}"),
+        ),
+        Command::Forget { file } => (4, vec![file.max_txid], format!("Forget {file}")),
+        Command::LockWriters => (5, vec![], "LockWriters".into()),
+        Command::UnlockWriters => (6, vec![], "UnlockWriters".into()),
+        Command::Checkpoint { mode } => (7, vec![*mode as u64], format!("Checkpoint {mode:?}")),
+        Command::Persist(p) => (
+            8,
+            vec![p.txid, u64::from(p.salt1), p.wal_end, u64::from(p.commit)],
+            format!(
+                "Persist TXID {} WAL {:08x}@{} commit {}",
+                p.txid, p.salt1, p.wal_end, p.commit
+            ),
+        ),
+        Command::Event(e) => (9, vec![], format!("Event {e:?}")),
+        Command::Stopped => (10, vec![], "Stopped".into()),
+        Command::Halt { reason } => (11, vec![], format!("Halt: {reason}")),
+    }
+}
+
+impl World {
+    /// Carries out the engine's commands until it has none (or the process died).
+    pub fn drain(&mut self) {
+        loop {
+            if self.violation.is_some() {
+                return;
+            }
+            let Proc::Running(r) = &mut self.proc else {
+                return;
+            };
+            let Some(cmd) = r.engine.poll_command() else {
+                return;
+            };
+            r.idle_timer_at = None;
+            if let Some(Fault::Kill { down_ms }) = self.decide(Site::Drain) {
+                self.cov.hit(Cov::CrashInDrain);
+                if matches!(cmd, Command::Persist(_)) {
+                    self.cov.hit(Cov::CrashBetweenAckAndPersist);
+                }
+                let (_, _, text) = command_text(&cmd);
+                self.trace
+                    .record(self.now, "crash", &[down_ms], text.as_bytes(), || {
+                        format!("SIGKILL right before {text}, down for {down_ms}ms")
+                    });
+                self.kill(down_ms);
+                return;
+            }
+            if let Some(Fault::App { op }) = self.decide(Site::Interleave) {
+                self.cov.hit(Cov::Interleaved);
+                self.app_op(&op, "interleaved");
+                if self.violation.is_some() || !matches!(self.proc, Proc::Running(_)) {
+                    return;
+                }
+            }
+            self.commands += 1;
+            if self.mutation == Some(Mutation::PanicInShell) && self.commands == 50 {
+                panic!("mutation panic-in-shell: the shell panics on its 50th command");
+            }
+            let (code, fields, text) = command_text(&cmd);
+            let mut f = vec![code];
+            f.extend(fields);
+            self.trace.record(self.now, "command", &f, &[], || text);
+            self.execute(cmd);
+        }
+    }
+
+    fn execute(&mut self, cmd: Command) {
+        match cmd {
+            Command::ReadWal { offset, max_len } => self.exec_read_wal(offset, max_len),
+            Command::Upload {
+                file,
+                spec,
+                attempt,
+            } => self.exec_upload(file, spec, attempt),
+            Command::CheckUpload {
+                file,
+                spec,
+                attempt,
+            } => self.exec_check(file, spec, attempt),
+            Command::Forget { file } => {
+                if let Proc::Running(r) = &mut self.proc {
+                    r.staged.remove(&file);
+                }
+            }
+            Command::LockWriters => self.exec_lock_writers(),
+            Command::UnlockWriters => {
+                self.cov.hit(Cov::CheckpointAbandoned);
+                let Proc::Running(r) = &mut self.proc else {
+                    return;
+                };
+                if let Err(e) = r.db.unlock_writers() {
+                    self.fatal(format!("letting writers go: {e}"));
+                }
+                self.observe();
+            }
+            Command::Checkpoint { mode } => self.exec_checkpoint(mode),
+            Command::Persist(pos) => self.exec_persist(pos),
+            Command::Event(e) => self.on_event(e),
+            Command::Stopped => {
+                if let Proc::Running(r) = std::mem::replace(&mut self.proc, Proc::Down) {
+                    let mut r = *r;
+                    let _ = r.db.release_read_lock();
+                    r.db.close();
+                }
+                self.outstanding = 0;
+                self.disk.clean_exit();
+                self.observe();
+                let at = if self.calm {
+                    self.now
+                } else {
+                    self.now + self.pending_down_ms
+                };
+                self.schedule_restart_pub(at);
+            }
+            Command::Halt { reason } => {
+                self.fail(Inv::Liveness, format!("replication halted: {reason}"));
+            }
+        }
+    }
+
+    /// The task ends with an error (production: the process exits; it is restarted).
+    fn fatal(&mut self, why: String) {
+        self.trace
+            .record(self.now, "exit", &[], why.as_bytes(), || {
+                format!("task failed: {why}")
+            });
+        let down = self.crng.range(100, 2_000);
+        self.kill(down);
+    }
+
+    fn exec_read_wal(&mut self, offset: u64, max_len: u64) {
+        let torn = self.decide(Site::WalRead);
+        let between = self.decide(Site::Interleave);
+        let chunk = read_wal_head(&self.db_file, self.wal.get()).and_then(|mut c| {
+            if let Some(Fault::App { op }) = &between {
+                self.cov.hit(Cov::Interleaved);
+                self.app_op(op, "during WAL read");
+            }
+            read_wal_data(&mut c, self.wal.get(), offset, max_len).map(|()| c)
+        });
+        let mut chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                self.fatal(format!("reading the WAL: {e}"));
+                return;
+            }
+        };
+        if self.last_oracle_spill > 0 {
+            self.cov.hit(Cov::LongTxnSpill);
+        }
+        // Only a transaction committed a moment ago can still have been mid-append
+        // when the read ran.
+        // (Never while the replicator holds the write lock: then no append is running.)
+        let locked = matches!(&self.proc, Proc::Running(r) if r.db.writers_locked());
+        let recent = !locked
+            && self.last_app_commit.is_some_and(|(t, state)| {
+                self.now.saturating_sub(t) <= 2 && state == self.oracle.current()
+            });
+        if let Some(Fault::TornRead { cut, garbage }) = torn
+            && recent
+            && let Some(h) = chunk.header
+        {
+            // The read caught the newest transaction while it was being appended.
+            let s = self.oracle.state(self.oracle.current());
+            let salts = (
+                u32::from_be_bytes([h[16], h[17], h[18], h[19]]),
+                u32::from_be_bytes([h[20], h[21], h[22], h[23]]),
+            );
+            let lo = offset.max(s.start);
+            let hi = s.end.min(offset + chunk.data.len() as u64);
+            if salts == (s.salt1, s.salt2) && hi > lo {
+                let at = lo + (hi - lo) * u64::from(cut) / 1_000_000;
+                let idx = (at - offset) as usize;
+                if garbage {
+                    let mut g = SplitMix(u64::from(cut));
+                    let junk = g.bytes(chunk.data.len() - idx);
+                    chunk.data[idx..].copy_from_slice(&junk);
+                } else {
+                    chunk.data.truncate(idx);
+                    chunk.file_len = offset + idx as u64;
+                }
+                self.cov.hit(Cov::TornWalRead);
+                self.trace.record(
+                    self.now,
+                    "torn-read",
+                    &[at, u64::from(garbage)],
+                    &[],
+                    || {
+                        format!(
+                            "WAL read torn at offset {at} ({})",
+                            if garbage { "stale bytes" } else { "short" }
+                        )
+                    },
+                );
+            }
+        }
+        let now = self.now();
+        let Proc::Running(r) = &mut self.proc else {
+            return;
+        };
+        if self.mutation == Some(Mutation::SkipSaltCheck)
+            && let Some(h) = chunk.header
+        {
+            // Mutation: whatever the WAL's generation now, present the first header.
+            chunk.header = Some(*r.first_header.get_or_insert(h));
+        }
+        r.engine.handle(
+            now,
+            Input::WalRead {
+                header: chunk.header.as_ref().map(|h| &h[..]),
+                file_len: chunk.file_len,
+                db_len: chunk.db_len,
+                offset,
+                data: &chunk.data,
+            },
+        );
+    }
+
+    fn materialize(&mut self, spec: &FileSpec) -> Result<Vec<u8>, String> {
+        let mut pages = Pages {
+            wal: self.wal.get(),
+            db: &self.db_file,
+            page_size: u64::from(self.params.page_size),
+            stale_page: self.mutation == Some(Mutation::StalePageRead),
+        };
+        spec::materialize(spec, &mut pages, Vec::new())
+            .map(|(v, _)| v)
+            .map_err(|e| e.to_string())
+    }
+
+    fn local_completion(&mut self, c: Completion) {
+        let inc = self.inc;
+        self.q.push(self.now, Ev::Local { inc, c });
+    }
+
+    fn exec_upload(&mut self, file: FileId, spec: Arc<FileSpec>, attempt: u32) {
+        let staged = match &self.proc {
+            Proc::Running(r) => r.staged.get(&file).cloned(),
+            _ => return,
+        };
+        let (bytes, d) = match staged {
+            Some(x) => x,
+            None => {
+                if let Some(Fault::StagingFail) = self.decide(Site::Staging) {
+                    self.cov.hit(Cov::SourceChanged);
+                    self.local_completion(Completion::Upload(
+                        file,
+                        attempt,
+                        UploadResult::SourceChanged(
+                            "staging: No space left on device (os error 28)".into(),
+                        ),
+                    ));
+                    return;
+                }
+                let bytes = match self.materialize(&spec) {
+                    Ok(b) => Arc::new(b),
+                    Err(e) => {
+                        self.local_completion(Completion::Upload(
+                            file,
+                            attempt,
+                            UploadResult::SourceChanged(e),
+                        ));
+                        return;
+                    }
+                };
+                let d = digest(&bytes);
+                if let Err(v) = self
+                    .checker
+                    .check_new_file(file, &bytes, d, &self.oracle, self.now)
+                {
+                    self.set_violation(v);
+                    return;
+                }
+                if let Proc::Running(r) = &mut self.proc {
+                    r.staged.insert(file, (Arc::clone(&bytes), d));
+                }
+                (bytes, d)
+            }
+        };
+        let Proc::Running(r) = &mut self.proc else {
+            return;
+        };
+        let failures = r.failures_seen.get(&file).copied().unwrap_or(0);
+        if attempt > failures + 1 {
+            self.fail(
+                Inv::Bounds,
+                format!("{file} sent for the {attempt}th time after only {failures} failed attempts (a retry storm)"),
+            );
+            return;
+        }
+        *r.requests.entry(file).or_insert(0) += 1;
+        if attempt > 1 && r.unknown_seen.contains(&file) {
+            self.cov.hit(Cov::AmbiguousPutThenRetry);
+        }
+        let key = key_of(file);
+        let put = |bytes: &Arc<Vec<u8>>| OpKind::Put {
+            key: key.clone(),
+            id: file,
+            attempt,
+            bytes: Arc::clone(bytes),
+            digest: d,
+        };
+        match self.mutation {
+            Some(Mutation::AckBeforeStore) => {
+                self.issue(put(&bytes), true, false);
+                self.local_completion(Completion::Upload(file, attempt, UploadResult::Stored));
+            }
+            Some(Mutation::DoublePut) => {
+                self.issue(put(&bytes), true, true);
+                self.issue(put(&bytes), true, false);
+            }
+            _ => {
+                self.issue(put(&bytes), true, true);
+            }
+        }
+        self.check_window();
+    }
+
+    fn check_window(&mut self) {
+        let window = self.params.max_in_flight.max(1);
+        if self.outstanding == window {
+            self.cov.hit(Cov::WindowFull);
+        }
+        if self.outstanding > window {
+            self.fail(
+                Inv::Bounds,
+                format!(
+                    "{} requests in flight, above the window of {window}",
+                    self.outstanding
+                ),
+            );
+        }
+    }
+
+    fn exec_check(&mut self, file: FileId, spec: Arc<FileSpec>, attempt: u32) {
+        let staged = match &mut self.proc {
+            Proc::Running(r) => {
+                *r.requests.entry(file).or_insert(0) += 1;
+                r.staged.get(&file).cloned()
+            }
+            _ => return,
+        };
+        let expected = match staged {
+            Some((b, _)) => Ok(b),
+            None => self.materialize(&spec).map(Arc::new),
+        };
+        self.issue(
+            OpKind::Get {
+                key: key_of(file),
+                id: file,
+                attempt,
+                expected,
+            },
+            true,
+            true,
+        );
+        self.check_window();
+    }
+
+    fn exec_lock_writers(&mut self) {
+        if self.mutation == Some(Mutation::CheckpointOnLock) {
+            // Mutation: checkpoint now, before the WAL tail is shipped.
+            let _ = self.checkpoint_steps(CheckpointMode::Passive);
+            if !matches!(self.proc, Proc::Running(_)) || self.violation.is_some() {
+                return;
+            }
+        }
+        let path = self.app.db_path.clone();
+        let now = self.now();
+        let Proc::Running(r) = &mut self.proc else {
+            return;
+        };
+        let ok = match r.db.lock_writers(&path) {
+            Ok(ok) => ok,
+            Err(e) => {
+                self.fatal(format!("blocking writers: {e}"));
+                return;
+            }
+        };
+        if !ok {
+            self.cov.hit(Cov::LockWritersBusy);
+        }
+        r.engine.handle(now, Input::WritersLocked { ok });
+    }
+
+    fn exec_checkpoint(&mut self, mode: CheckpointMode) {
+        self.cov.hit(match mode {
+            CheckpointMode::Passive => Cov::EngineCheckpointPassive,
+            CheckpointMode::Truncate => Cov::EngineCheckpointTruncate,
+        });
+        let Some(result) = self.checkpoint_steps(mode) else {
+            return;
+        };
+        let now = self.now();
+        if let Proc::Running(r) = &mut self.proc {
+            r.engine.handle(now, Input::CheckpointDone { mode, result });
+        }
+    }
+
+    /// Between two steps of a checkpoint: the application may run, the process may die.
+    /// False when the process died.
+    fn checkpoint_gap(&mut self) -> bool {
+        if let Some(Fault::Kill { down_ms }) = self.decide(Site::Drain) {
+            self.cov.hit(Cov::CrashDuringCheckpoint);
+            self.trace.record(self.now, "crash", &[down_ms], &[], || {
+                format!("SIGKILL inside a checkpoint, down for {down_ms}ms")
+            });
+            self.kill(down_ms);
+            return false;
+        }
+        if let Some(Fault::App { op }) = self.decide(Site::Interleave) {
+            self.cov.hit(Cov::InterleavedInCheckpoint);
+            self.app_op(&op, "inside checkpoint");
+        }
+        self.violation.is_none() && matches!(self.proc, Proc::Running(_))
+    }
+
+    /// `Database::checkpoint`, step by step. `None` when the process died meanwhile.
+    fn checkpoint_steps(
+        &mut self,
+        mode: CheckpointMode,
+    ) -> Option<Result<CheckpointResult, String>> {
+        let durable = match &self.proc {
+            Proc::Running(r) => r.engine.durable(),
+            _ => return None,
+        };
+        if let Err(v) = self
+            .checker
+            .check_checkpoint(durable, &self.oracle, self.now)
+        {
+            self.set_violation(v);
+            return None;
+        }
+        macro_rules! db {
+            () => {
+                match &mut self.proc {
+                    Proc::Running(r) => &mut r.db,
+                    _ => return None,
+                }
+            };
+        }
+        if let Err(e) = db!().release_read_lock() {
+            return Some(Err(e));
+        }
+        self.observe();
+        if !self.checkpoint_gap() {
+            return None;
+        }
+        let mut result = db!().checkpoint_step(false);
+        self.observe();
+        if !self.checkpoint_gap() {
+            return None;
+        }
+        if let Err(e) = db!().unlock_writers() {
+            return Some(Err(e));
+        }
+        self.observe();
+        if !self.checkpoint_gap() {
+            return None;
+        }
+        if mode == CheckpointMode::Truncate && result.is_ok() {
+            result = db!().checkpoint_step(true);
+            self.observe();
+            if !self.checkpoint_gap() {
+                return None;
+            }
+        }
+        let reacquire = db!().acquire_read_lock();
+        self.observe();
+        if reacquire.is_err() {
+            self.cov.hit(Cov::ReadLockLost);
+        }
+        let text = format!("{result:?} / read lock {reacquire:?}");
+        self.trace.record(
+            self.now,
+            "checkpoint",
+            &[mode as u64],
+            text.as_bytes(),
+            || text.clone(),
+        );
+        Some(match (result, reacquire) {
+            (Err(e), _) => Err(e),
+            (Ok(_), Err(e)) => Err(e),
+            (Ok(r), Ok(())) => Ok(r),
+        })
+    }
+
+    fn exec_persist(&mut self, pos: walvault_engine::replicator::Position) {
+        let mut pos = pos;
+        if self.mutation == Some(Mutation::PersistAhead) {
+            pos.txid += 1;
+        }
+        if let Err(v) = self.checker.on_persist(pos, &self.oracle, self.now) {
+            self.set_violation(v);
+            return;
+        }
+        let fault = match self.decide(Site::Persist) {
+            Some(Fault::PersistFail) => {
+                self.cov.hit(Cov::PersistFailed);
+                self.fatal("persisting the replication position: No space left on device".into());
+                return;
+            }
+            Some(Fault::FsyncLie) => {
+                self.cov.hit(Cov::PersistFsyncLie);
+                WriteFault::FsyncLie
+            }
+            Some(Fault::TornWrite) => {
+                self.cov.hit(Cov::PersistTorn);
+                WriteFault::Torn
+            }
+            _ => WriteFault::None,
+        };
+        self.disk.save(encode(&pos), fault);
+    }
+
+    fn on_event(&mut self, e: Event) {
+        let Proc::Running(r) = &mut self.proc else {
+            return;
+        };
+        match e {
+            Event::Durable { .. } => {
+                let pos = r.engine.durable();
+                if let Err(v) = self.checker.on_durable(pos, &self.oracle, self.now) {
+                    self.set_violation(v);
+                }
+            }
+            Event::FileCut { file, .. } => {
+                self.files_cut += 1;
+                if self.after_deadline {
+                    self.idle_cuts += 1;
+                }
+                if file.level != SNAPSHOT_LEVEL {
+                    // Contiguous (a file may span TXIDs the engine skipped, or re-cover
+                    // dropped ones with a full file), and never ending on a used TXID.
+                    let last = r.last_cut_max;
+                    if file.min_txid > last + 1 || file.max_txid <= last {
+                        self.fail(
+                            Inv::Chain,
+                            format!(
+                                "{file} cut after TXID {last}: a TXID is {}",
+                                if file.min_txid > last + 1 {
+                                    "skipped (a gap in the chain)"
+                                } else {
+                                    "reused"
+                                }
+                            ),
+                        );
+                        return;
+                    }
+                    r.last_cut_max = file.max_txid;
+                }
+            }
+            Event::SnapshotStarted { reason, .. } => match reason {
+                SnapshotReason::NoResumePoint => self.cov.hit(Cov::SnapshotNoResume),
+                SnapshotReason::WalReset => self.cov.hit(Cov::WalResetDetected),
+                _ => {}
+            },
+            Event::Resumed { .. } => self.cov.hit(Cov::Resumed),
+            Event::RemoteBehind { .. } => {
+                r.remote_behind = true;
+                self.cov.hit(Cov::RemoteBehind);
+            }
+            Event::WalChanged {
+                continues: true, ..
+            } => self.cov.hit(Cov::CheckpointRestartContinued),
+            _ => {}
+        }
+    }
+}
