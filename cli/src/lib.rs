@@ -8,6 +8,7 @@ pub mod database;
 pub mod demo;
 pub mod integrity;
 pub mod list;
+pub mod memory;
 pub mod position;
 pub mod remote;
 pub mod replicate_task;

@@ -15,8 +15,12 @@ use walvault_engine::restore_plan::Target;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, cli.verbose);
+    walvault::memory::return_freed_memory();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // WAL reads, staging and persists run in `block_in_place`; with many databases
+        // an unbounded pool grows to hundreds of threads, each with a stack and an arena.
+        .max_blocking_threads(8)
         .enable_all()
         .build()
     {

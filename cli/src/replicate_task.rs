@@ -352,7 +352,10 @@ impl DbTask {
         let f = w
             .into_inner()
             .map_err(|e| anyhow::anyhow!("writing {}: {}", path.display(), e.error()))?;
-        f.sync_all()?;
+        // No fsync: a staged file only has to outlive this process (a restart empties
+        // the staging area and rebuilds from the WAL), and the upload reads it back
+        // through the page cache.
+        drop(f);
         Ok((path, sha, sums))
     }
 
