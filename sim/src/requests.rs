@@ -576,12 +576,14 @@ impl World {
             failures_seen: Default::default(),
             unknown_seen: Default::default(),
             exists_seen: Default::default(),
-            remote_behind: false,
             idle_timer_at: None,
             requests: Default::default(),
         }));
+        // Counted at the world level: a crash inside this drain must not hide a report
+        // the engine already made.
+        let reported_before = self.cov.get(Cov::RemoteBehind);
         self.drain();
-        let behind = matches!(&self.proc, Proc::Running(r) if r.remote_behind);
+        let behind = self.cov.get(Cov::RemoteBehind) > reported_before;
         let local_txid = local.map_or(0, |l| l.txid);
         if self.params.lossy {
             if local_txid > truth_max && local_txid > tip.max_txid && !behind {

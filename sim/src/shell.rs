@@ -614,7 +614,6 @@ impl World {
             },
             Event::Resumed { .. } => self.cov.hit(Cov::Resumed),
             Event::RemoteBehind { .. } => {
-                r.remote_behind = true;
                 self.cov.hit(Cov::RemoteBehind);
             }
             Event::WalChanged {

@@ -127,7 +127,6 @@ pub struct Running {
     pub failures_seen: BTreeMap<FileId, u32>,
     pub unknown_seen: BTreeSet<FileId>,
     pub exists_seen: BTreeSet<FileId>,
-    pub remote_behind: bool,
     /// The last handle_timeout at this time emitted nothing: do not fire it again
     /// until something else happens.
     pub idle_timer_at: Option<u64>,

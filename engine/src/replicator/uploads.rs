@@ -90,6 +90,9 @@ impl Replicator {
                 self.follow.clear_batch();
                 self.chain_next = min;
                 self.need_snapshot = Some((SnapshotReason::SourceChanged, min));
+                // The full file needs a fresh read, even after the final read of a
+                // shutdown (otherwise the shutdown waits forever for it).
+                self.final_read_done = false;
                 self.start_read();
             }
         }

@@ -461,3 +461,20 @@ fn dropped_uploads_still_count_against_the_window() {
         h.inflight
     );
 }
+
+#[test]
+fn a_file_that_cannot_be_built_during_shutdown_does_not_hang_the_stop() {
+    // Found by the simulator (seed 1626): the final read of a shutdown was done, the
+    // last file's staging failed, and the full file that replaces it waited for a read
+    // that never came.
+    let mut h = Harness::new(config(), Source::new(4, 21));
+    h.start();
+    commit(&mut h, &[1], 4);
+    h.tick();
+    commit(&mut h, &[2], 5);
+    h.uploads.push_back(Outcome::BuildFails);
+    h.shutdown(false);
+    assert!(h.stopped);
+    h.check();
+    h.assert_latest_is_source();
+}
