@@ -100,8 +100,52 @@ fn walvault_to_litestream() {
         .unwrap();
     work_in_rounds(&mut work, 2, 200, Duration::from_millis(150));
     assert!(work.page_count() > 300, "the database should grow");
+    // SIGKILL: the next run fences off the TXIDs the dead one may have used, so its
+    // first file spans them (decision 17). (After a pause, so that no upload is in
+    // flight: a late PUT landing beside the fenced file is the simulator's business.)
+    std::thread::sleep(Duration::from_secs(2));
+    w.kill();
+    let before_kill = tip(&rig.files("p", "wvdb"));
+    work_in_rounds(&mut work, 1, 100, Duration::from_millis(50));
+    let w = Watcher::start(&[&db], &url, &rig.env(), &log);
+    work_in_rounds(&mut work, 2, 200, Duration::from_millis(150));
     w.stop();
     let files = rig.files("p", "wvdb");
+    // (A PUT of the killed process may still land after `before_kill` was listed, so
+    // the fenced file starts at or after it.)
+    let fenced = files
+        .iter()
+        .map(|(id, _, _)| *id)
+        .find(|id| id.level == 0 && id.max_txid > id.min_txid + 1000)
+        .expect("the first file after a SIGKILL spans the fence");
+    assert!(
+        fenced.min_txid > before_kill,
+        "{fenced} after {before_kill:x}"
+    );
+    // A TXID inside the fence is one no file ends at: both tools refuse it, as they
+    // refuse any such TXID. At the fence's end, just after it and at the tip they
+    // restore the same database.
+    let inside = fenced.min_txid + 10;
+    let a = wv_restore_output(
+        &url,
+        "wvdb",
+        &rig.path("in-wv.db"),
+        Some(inside),
+        &rig.env(),
+    );
+    let b = rig.ls_restore_output("p", "wvdb", &rig.path("in-ls.db"), Some(inside));
+    assert!(
+        !a.status.success() && !b.status.success(),
+        "TXID {inside:x} inside the fence:\nwalvault: {}\nlitestream: {}",
+        output_text(&a),
+        output_text(&b)
+    );
+    both_tools_agree_at(
+        &rig,
+        "p",
+        "wvdb",
+        &[fenced.max_txid, fenced.max_txid + 1, tip(&files)],
+    );
     assert_contiguous_l0(&files);
     assert!(
         files
