@@ -214,7 +214,6 @@ impl Database {
         FilePages {
             wal: File::open(&self.wal_path).ok(),
             db: &self.db_file,
-            page_size: u64::from(self.page_size),
         }
     }
 }
@@ -349,7 +348,6 @@ pub fn read_wal(db_path: &Path, wal_path: &Path, offset: u64, max_len: u64) -> R
 pub struct FilePages<'a> {
     wal: Option<File>,
     db: &'a File,
-    page_size: u64,
 }
 
 impl PageReader for FilePages<'_> {
@@ -364,16 +362,7 @@ impl PageReader for FilePages<'_> {
     }
 
     fn read_db_page(&mut self, pgno: u32, buf: &mut [u8]) -> std::io::Result<()> {
-        let offset = (u64::from(pgno) - 1) * self.page_size;
-        let mut got = 0usize;
-        while got < buf.len() {
-            match self.db.read_at(&mut buf[got..], offset + got as u64)? {
-                0 => break,
-                n => got += n,
-            }
-        }
-        buf[got..].fill(0);
-        Ok(())
+        walvault_engine::spec::read_page_at(|b, off| self.db.read_at(b, off), pgno, buf)
     }
 }
 
@@ -403,4 +392,3 @@ fn poll_for_lock(tries: i32) -> bool {
     std::thread::sleep(std::time::Duration::from_micros(500));
     true
 }
-

@@ -60,6 +60,26 @@ pub trait PageReader {
     fn read_db_page(&mut self, pgno: u32, buf: &mut [u8]) -> std::io::Result<()>;
 }
 
+/// Reads database page `pgno` (1-based, pages of `buf.len()` bytes) through `read_at`
+/// (a positional read such as `FileExt::read_at`), zero-filling what lies past the end
+/// of the file: the shared body of [`PageReader::read_db_page`] implementations.
+pub fn read_page_at(
+    mut read_at: impl FnMut(&mut [u8], u64) -> std::io::Result<usize>,
+    pgno: u32,
+    buf: &mut [u8],
+) -> std::io::Result<()> {
+    let offset = u64::from(pgno).saturating_sub(1) * buf.len() as u64;
+    let mut got = 0usize;
+    while got < buf.len() {
+        match read_at(&mut buf[got..], offset + got as u64)? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    buf[got..].fill(0);
+    Ok(())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MaterializeError {
     #[error("reading source pages: {0}")]

@@ -290,15 +290,6 @@ impl PageReader for Pages<'_> {
     }
 
     fn read_db_page(&mut self, pgno: u32, buf: &mut [u8]) -> std::io::Result<()> {
-        let offset = (u64::from(pgno) - 1) * self.page_size;
-        let mut got = 0usize;
-        while got < buf.len() {
-            match self.db.read_at(&mut buf[got..], offset + got as u64)? {
-                0 => break,
-                n => got += n,
-            }
-        }
-        buf[got..].fill(0);
-        Ok(())
+        walvault_engine::spec::read_page_at(|b, off| self.db.read_at(b, off), pgno, buf)
     }
 }
