@@ -38,6 +38,10 @@ pub mod sweep;
 pub mod trace;
 pub mod wallclock;
 pub mod world;
+mod world_app;
+mod world_faults;
+mod world_final;
+mod world_process;
 
 pub use world::{RunOptions, RunReport, run_plan};
 

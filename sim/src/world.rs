@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use walvault_engine::keys::FileId;
-use walvault_engine::replicator::{CheckResult, Position, RemoteTip, Replicator, UploadResult};
+use walvault_engine::replicator::{CheckResult, Position, Replicator, UploadResult};
 use walvault_engine::time::Now;
 
 use crate::app::{self, App};
@@ -28,7 +28,7 @@ use crate::invariant::{Inv, Violation};
 use crate::mutation::Mutation;
 use crate::oracle::Oracle;
 use crate::params::Params;
-use crate::plan::{AppOp, Fault, FaultEntry, Plan, Site, StopKind};
+use crate::plan::{AppOp, Fault, FaultEntry, Plan, Site};
 use crate::queue::EventQueue;
 use crate::replica_db::{ReplicaDb, WalHandle};
 use crate::rng::{Purpose, Stream};
@@ -197,9 +197,9 @@ pub struct World {
     pub frng: Stream,
     pub crng: Stream,
     pub srng: Stream,
-    fault_map: BTreeMap<(Site, u64), Fault>,
+    pub(crate) fault_map: BTreeMap<(Site, u64), Fault>,
     pub recorded: Vec<FaultEntry>,
-    site_n: BTreeMap<Site, u64>,
+    pub(crate) site_n: BTreeMap<Site, u64>,
     pub app: App,
     pub db_file: File,
     pub wal: WalHandle,
@@ -209,7 +209,7 @@ pub struct World {
     pub checker: Checker,
     pub proc: Proc,
     pub inc: u64,
-    restart_token: u64,
+    pub(crate) restart_token: u64,
     pub ops: BTreeMap<u64, StoreOp>,
     pub next_op: u64,
     pub calm: bool,
@@ -240,51 +240,6 @@ pub struct World {
     /// Bodies of PUTs that will reach the store a second time, and their process.
     pub dup_bodies: BTreeMap<u64, (String, Arc<Vec<u8>>, Digest32)>,
     pub dup_inc: BTreeMap<u64, u64>,
-}
-
-fn pick_small_op(r: &mut Stream, page_size: u32) -> AppOp {
-    use crate::plan::CkptMode;
-    let seed = r.u64();
-    match r.below(7) {
-        0 | 1 => AppOp::Insert {
-            rows: r.range(1, 3) as u32,
-            size: r.range(8, u64::from(page_size)) as u32,
-            seed,
-        },
-        2 => AppOp::Update {
-            rows: r.range(1, 3) as u32,
-            size: r.range(8, u64::from(page_size)) as u32,
-            seed,
-        },
-        3 => AppOp::Checkpoint {
-            mode: CkptMode::Passive,
-        },
-        4 => AppOp::Checkpoint {
-            mode: CkptMode::Full,
-        },
-        5 => AppOp::Checkpoint {
-            mode: CkptMode::Restart,
-        },
-        _ => AppOp::Checkpoint {
-            mode: CkptMode::Truncate,
-        },
-    }
-}
-
-/// Cumulative ppm table → the fault at the drawn index.
-fn draw_table(r: &mut Stream, table: &[(u32, Fault)]) -> Option<Fault> {
-    let total: u64 = table.iter().map(|(p, _)| u64::from(*p)).sum();
-    if total == 0 {
-        return None;
-    }
-    let mut x = r.below(1_000_000);
-    for (p, f) in table {
-        if x < u64::from(*p) {
-            return Some(f.clone());
-        }
-        x -= u64::from(*p);
-    }
-    None
 }
 
 impl World {
@@ -396,265 +351,6 @@ impl World {
         }
     }
 
-    /// A fault decision at the next site of `site`: drawn from the seed's fault stream
-    /// (and recorded into the plan) or, in replay, taken from the plan.
-    pub fn decide(&mut self, site: Site) -> Option<Fault> {
-        let n = self.site_n.entry(site).or_insert(0);
-        let idx = *n;
-        *n += 1;
-        if self.calm {
-            return None;
-        }
-        // The application takes time too: at most one interleaved operation per
-        // simulated millisecond (a drain happens at one instant).
-        if site == Site::Interleave && self.last_interleave_at == Some(self.now) {
-            return None;
-        }
-        let f = if self.plan.replay_faults {
-            self.fault_map.get(&(site, idx)).cloned()
-        } else {
-            self.draw(site)
-        };
-        if site == Site::Interleave && f.is_some() {
-            self.last_interleave_at = Some(self.now);
-        }
-        if let Some(f) = &f {
-            self.recorded.push(FaultEntry {
-                site,
-                n: idx,
-                fault: f.clone(),
-            });
-        }
-        f
-    }
-
-    fn draw(&mut self, site: Site) -> Option<Fault> {
-        let p = &self.params;
-        let s = &p.store;
-        let h = &p.host;
-        let r = &mut self.frng;
-        match site {
-            Site::Put => draw_table(
-                r,
-                &[
-                    (s.put_transient, Fault::PutTransient),
-                    (s.put_permanent, Fault::PutPermanent),
-                    (s.put_ambiguous_after, Fault::PutAmbiguousAfter),
-                    (s.put_ambiguous_before, Fault::PutAmbiguousBefore),
-                    (s.put_lost_response, Fault::PutLostResponse),
-                    (s.put_late_write, Fault::PutLateWrite),
-                    (s.put_duplicate, Fault::PutDuplicate { delay_ms: 0 }),
-                    (s.throttle_burst, Fault::Throttle { ms: s.throttle_ms }),
-                ],
-            )
-            .map(|f| match f {
-                Fault::PutDuplicate { .. } => Fault::PutDuplicate {
-                    delay_ms: r.range(1, 3_000),
-                },
-                f => f,
-            }),
-            Site::Get => draw_table(
-                r,
-                &[
-                    (s.get_transient, Fault::GetTransient),
-                    (s.get_stale, Fault::GetStale),
-                    (s.get_truncated, Fault::GetTruncated),
-                    (s.get_corrupt, Fault::GetCorrupt { at: 0 }),
-                ],
-            )
-            .map(|f| match f {
-                Fault::GetCorrupt { .. } => Fault::GetCorrupt { at: r.u64() },
-                f => f,
-            }),
-            Site::List => r.chance(s.list_transient).then_some(Fault::ListTransient),
-            Site::WalRead => r.chance(h.torn_read).then(|| Fault::TornRead {
-                cut: r.below(1_000_000) as u32,
-                garbage: r.coin(),
-            }),
-            Site::Interleave => r.chance(h.interleave).then(|| Fault::App {
-                op: pick_small_op(r, p.page_size),
-            }),
-            Site::Dup => r.chance(h.dup_completion).then(|| Fault::Duplicate {
-                delay_ms: r.range(0, 500),
-            }),
-            Site::Staging => r.chance(h.staging_fail).then_some(Fault::StagingFail),
-            Site::Persist => draw_table(
-                r,
-                &[
-                    (h.fsync_lie, Fault::FsyncLie),
-                    (h.torn_write, Fault::TornWrite),
-                    (h.persist_fail, Fault::PersistFail),
-                ],
-            ),
-            Site::Drain => r.chance(p.crashes.in_drain).then(|| Fault::Kill {
-                down_ms: r.range(p.crashes.down_min_ms, p.crashes.down_max_ms),
-            }),
-        }
-    }
-
-    /// Runs the application operation and lets the oracle see its effect.
-    pub fn app_op(&mut self, op: &AppOp, why: &str) {
-        let r = self.app.run(op);
-        match r {
-            Err(e) => self.fail(Inv::Harness, e),
-            Ok(o) => {
-                let kind = match op {
-                    AppOp::Insert { .. } => 1,
-                    AppOp::Update { .. } => 2,
-                    AppOp::Delete { .. } => 3,
-                    AppOp::Large { .. } => 4,
-                    AppOp::Vacuum => 5,
-                    AppOp::IncrementalVacuum => 6,
-                    AppOp::Ddl { .. } => 7,
-                    AppOp::LongBegin { .. } => 8,
-                    AppOp::LongEnd { .. } => 9,
-                    AppOp::Checkpoint { .. } => 10,
-                };
-                self.trace.record(
-                    self.now,
-                    "app",
-                    &[kind, u64::from(o.committed), u64::from(o.busy)],
-                    why.as_bytes(),
-                    || format!("{why} {op:?} -> {o:?}"),
-                );
-                if o.committed {
-                    match op {
-                        AppOp::Vacuum => self.cov.hit(Cov::Vacuum),
-                        AppOp::Large { .. } => self.cov.hit(Cov::LargeAlloc),
-                        _ => {}
-                    }
-                }
-                if let AppOp::Checkpoint { mode } = op {
-                    self.note_app_checkpoint(*mode, o.busy);
-                }
-            }
-        }
-        self.observe_as(true);
-    }
-
-    fn note_app_checkpoint(&mut self, mode: crate::plan::CkptMode, busy: bool) {
-        use crate::plan::CkptMode;
-        if busy {
-            self.cov.hit(Cov::AppCheckpointBusy);
-            return;
-        }
-        self.cov.hit(match mode {
-            CkptMode::Passive => Cov::AppCheckpointPassive,
-            CkptMode::Full => Cov::AppCheckpointFull,
-            CkptMode::Restart => Cov::AppCheckpointRestart,
-            CkptMode::Truncate => Cov::AppCheckpointTruncate,
-        });
-        if self.outstanding > 0 {
-            self.cov.hit(Cov::CheckpointDuringUpload);
-        }
-        if matches!(self.proc, Proc::Down) && matches!(mode, CkptMode::Restart | CkptMode::Truncate)
-        {
-            self.cov.hit(Cov::WalResetWhileDown);
-        }
-    }
-
-    /// The oracle follows the WAL after any SQLite operation.
-    pub fn observe(&mut self) {
-        self.observe_as(false);
-    }
-
-    /// Compares the oracle's source image with SQLite's own view of the database
-    /// (`sqlite3_serialize` through a separate read-only connection).
-    fn oracle_cross_check(&mut self) {
-        if self.oracle_conn.is_none() {
-            match rusqlite::Connection::open_with_flags(
-                &self.app.db_path,
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
-                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            ) {
-                Ok(c) => self.oracle_conn = Some(c),
-                Err(e) => {
-                    self.fail(
-                        Inv::Harness,
-                        format!("opening the oracle check connection: {e}"),
-                    );
-                    return;
-                }
-            }
-        }
-        let Some(c) = self.oracle_conn.as_ref() else {
-            return;
-        };
-        let data = match c.serialize(rusqlite::MAIN_DB) {
-            Ok(d) => d,
-            Err(e) => {
-                self.fail(Inv::Harness, format!("serializing the source: {e}"));
-                return;
-            }
-        };
-        let img = self.oracle.image();
-        if &data[..] != img {
-            let ps = self.params.page_size as usize;
-            let diff: Vec<usize> = (0..data.len().min(img.len()) / ps)
-                .filter(|i| data[i * ps..(i + 1) * ps] != img[i * ps..(i + 1) * ps])
-                .map(|i| i + 1)
-                .take(10)
-                .collect();
-            let detail = format!(
-                "the oracle's source image ({} bytes) differs from SQLite's ({} bytes) at state #{}, pages {diff:?}",
-                img.len(),
-                data.len(),
-                self.oracle.current()
-            );
-            self.fail(Inv::Harness, detail);
-        }
-    }
-
-    /// `app`: the operation was the application's (not the replicator's own write).
-    pub fn observe_as(&mut self, why_app: bool) {
-        match self.oracle.observe(self.wal.get()) {
-            Err(e) => self.fail(Inv::Harness, e),
-            Ok(o) => {
-                if o.commits > 0 {
-                    let cur = self.oracle.current();
-                    let s = self.oracle.state(cur);
-                    self.trace.record(
-                        self.now,
-                        "commit",
-                        &[u64::from(cur), s.checksum, u64::from(s.commit), s.end],
-                        &[],
-                        || {
-                            format!(
-                                "source state #{cur}: {} pages, checksum {:016x}, WAL {:08x}@{}",
-                                s.commit, s.checksum, s.salt1, s.end
-                            )
-                        },
-                    );
-                    self.last_commit_at = self.now;
-                    if why_app {
-                        self.last_app_commit = Some((self.now, cur));
-                    }
-                    self.lag_zero_since_commit = false;
-                    if matches!(self.proc, Proc::Down) {
-                        self.cov.hit(Cov::WritesWhileDown);
-                    }
-                }
-                if o.shrank {
-                    self.cov.hit(Cov::DbShrank);
-                }
-                self.last_oracle_spill = o.uncommitted_frames;
-                if o.commits > 0 && (self.paranoid || self.srng.chance(5_000)) {
-                    self.oracle_cross_check();
-                }
-            }
-        }
-    }
-
-    pub fn schedule_restart_pub(&mut self, at: u64) {
-        self.schedule_restart(at);
-    }
-
-    fn schedule_restart(&mut self, at: u64) {
-        self.restart_token += 1;
-        let t = self.restart_token;
-        self.q.push(at, Ev::Restart(t));
-    }
-
     pub fn run(&mut self) {
         for (i, op) in self.plan.workload.iter().enumerate() {
             self.q.push(op.t, Ev::App(i));
@@ -705,7 +401,7 @@ impl World {
         }
     }
 
-    fn fire_timer(&mut self) {
+    pub(crate) fn fire_timer(&mut self) {
         let now = self.now();
         let Proc::Running(r) = &mut self.proc else {
             return;
@@ -733,7 +429,7 @@ impl World {
     }
 
     /// Cheap per-event checks.
-    fn after_event(&mut self) {
+    pub(crate) fn after_event(&mut self) {
         if self.violation.is_some() {
             return;
         }
@@ -765,7 +461,7 @@ impl World {
 
     /// Lag is zero by the engine's own account: nothing pending and its durable
     /// position is where the WAL's last commit is.
-    fn lag_zero_now(&self) -> bool {
+    pub(crate) fn lag_zero_now(&self) -> bool {
         let Proc::Running(r) = &self.proc else {
             return false;
         };
@@ -779,7 +475,7 @@ impl World {
         }
     }
 
-    fn dispatch(&mut self, ev: Ev) {
+    pub(crate) fn dispatch(&mut self, ev: Ev) {
         match ev {
             Ev::App(i) => {
                 let op = self.plan.workload[i].op.clone();
@@ -854,7 +550,7 @@ impl World {
         }
     }
 
-    fn deadline(&mut self, grace: bool) {
+    pub(crate) fn deadline(&mut self, grace: bool) {
         if self.end_scheduled && !grace {
             return;
         }
@@ -900,321 +596,6 @@ impl World {
                 self.params.liveness_bound_ms()
             ),
         );
-    }
-
-    fn crash_event(&mut self, kind: StopKind, down_ms: u64) {
-        if self.calm {
-            return;
-        }
-        match kind {
-            StopKind::Kill => {
-                self.trace.record(self.now, "crash", &[down_ms], &[], || {
-                    format!("SIGKILL, down for {down_ms}ms")
-                });
-                self.kill(down_ms);
-            }
-            StopKind::Clean | StopKind::CleanSnapshot => {
-                let snapshot = kind == StopKind::CleanSnapshot;
-                let now = self.now();
-                let Proc::Running(r) = &mut self.proc else {
-                    return;
-                };
-                if r.stopping {
-                    return;
-                }
-                r.stopping = true;
-                self.trace
-                    .record(self.now, "stop", &[u64::from(snapshot)], &[], || {
-                        format!("SIGTERM (snapshot: {snapshot})")
-                    });
-                r.engine.handle(
-                    now,
-                    walvault_engine::replicator::Input::Shutdown { snapshot },
-                );
-                self.cov.hit(if snapshot {
-                    Cov::CleanStopSnapshot
-                } else {
-                    Cov::CleanStop
-                });
-                self.pending_down_ms = down_ms;
-                self.drain();
-            }
-        }
-    }
-
-    /// The replicator process dies: connections close, staged files and everything
-    /// not on disk are lost; requests already sent may still reach the store.
-    pub fn kill(&mut self, down_ms: u64) {
-        match std::mem::replace(&mut self.proc, Proc::Down) {
-            Proc::Running(r) => {
-                if self.outstanding > 0 {
-                    self.cov.hit(Cov::CrashWithUploadInFlight);
-                }
-                if r.db.writers_locked() {
-                    self.cov.hit(Cov::CrashWhileWritersLocked);
-                }
-                let Running { engine, db, .. } = *r;
-                drop(engine);
-                db.close();
-            }
-            Proc::Starting(s) => s.db.close(),
-            Proc::Down => {}
-        }
-        self.outstanding = 0;
-        self.disk.crash();
-        self.observe();
-        let at = if self.calm {
-            self.now
-        } else {
-            self.now + down_ms
-        };
-        self.schedule_restart(at);
-    }
-
-    pub fn startup_failed(&mut self, why: String) {
-        self.cov.hit(Cov::StartupFailed);
-        self.trace
-            .record(self.now, "start-failed", &[], why.as_bytes(), || {
-                format!("startup failed: {why}")
-            });
-        match std::mem::replace(&mut self.proc, Proc::Down) {
-            Proc::Starting(s) => s.db.close(),
-            Proc::Running(r) => {
-                let Running { engine, db, .. } = *r;
-                drop(engine);
-                db.close();
-            }
-            Proc::Down => {}
-        }
-        self.observe();
-        let delay = if self.calm {
-            200
-        } else {
-            self.crng.range(100, 2_000)
-        };
-        self.schedule_restart(self.now + delay);
-    }
-
-    /// A new process: open the database, take the read lock, read the local position,
-    /// LIST the store (then read the tip's header), then `Input::Start`.
-    fn start_process(&mut self) {
-        self.inc += 1;
-        self.outstanding = 0;
-        self.trace.record(self.now, "start", &[self.inc], &[], || {
-            format!("process #{} starts", self.inc)
-        });
-        let mut db = match ReplicaDb::open(&self.app.db_path) {
-            Ok(db) => db,
-            Err(e) => {
-                self.observe();
-                self.startup_failed(e);
-                return;
-            }
-        };
-        self.observe();
-        if let Err(e) = db.acquire_read_lock() {
-            db.close();
-            self.observe();
-            self.startup_failed(e);
-            return;
-        }
-        self.observe();
-        let local = self.disk.load();
-        let unfinished_run = self.disk.unfinished_run();
-        if local.is_none() && !self.store.is_empty() {
-            self.cov.hit(Cov::PositionLost);
-        }
-        self.proc = Proc::Starting(Box::new(Starting {
-            db,
-            local,
-            unfinished_run,
-            list_max: 0,
-            chain_end: 0,
-        }));
-        self.issue(OpKind::List, false, true);
-    }
-}
-
-impl World {
-    /// End of the run: lag is zero, the idle database costs nothing, the latest
-    /// restore equals the source byte for byte and passes integrity_check, and the
-    /// oracle agrees with SQLite's own file.
-    fn final_checks(&mut self) {
-        self.trace
-            .record(self.now, "end", &[], &[], || "final checks".into());
-        let lossy = self.checker.lost_any();
-        if !self.lag_zero_since_commit && !self.lag_zero_now() {
-            self.fail(
-                Inv::Liveness,
-                "lag is not zero at the end of the idle window".into(),
-            );
-            return;
-        }
-        let durable = match &self.proc {
-            Proc::Running(r) => r.engine.durable().txid,
-            _ => {
-                self.fail(
-                    Inv::Liveness,
-                    "the replicator is not running at the end".into(),
-                );
-                return;
-            }
-        };
-        if self.idle_cuts > 1 {
-            let n = self.idle_cuts;
-            self.fail(
-                Inv::Bounds,
-                format!(
-                    "{n} files cut while the database was idle (at most one, after a checkpoint)"
-                ),
-            );
-            return;
-        }
-        let frames = self.oracle.wal_frames();
-        if frames >= self.params.checkpoint_frames + 2 {
-            self.fail(
-                Inv::Liveness,
-                format!(
-                    "the WAL holds {frames} frames at the end of the idle window (checkpoint threshold {}): it keeps growing",
-                    self.params.checkpoint_frames
-                ),
-            );
-            return;
-        }
-        if !lossy {
-            if let Err(e) = self.checker.lag_zero(durable, &self.oracle) {
-                self.fail(Inv::Liveness, format!("at the end: {e}"));
-                return;
-            }
-            if let Err(v) = self
-                .checker
-                .cross_check_plan(walvault_engine::restore_plan::Target::Latest, self.now)
-            {
-                self.set_violation(v);
-                return;
-            }
-            match self.checker.restore_bytes(durable) {
-                Err(e) => {
-                    self.fail(
-                        Inv::Durability,
-                        format!("restore of the final TXID failed: {e}"),
-                    );
-                    return;
-                }
-                Ok((bytes, _)) => {
-                    self.cov.hit(Cov::ByteCompare);
-                    if bytes.as_slice() != self.oracle.image() {
-                        self.fail(
-                            Inv::Restore,
-                            format!(
-                                "the final restore ({} bytes) differs from the source ({} bytes)",
-                                bytes.len(),
-                                self.oracle.image().len()
-                            ),
-                        );
-                        return;
-                    }
-                    if let Err(e) = self.integrity_check(&bytes) {
-                        self.fail(Inv::Restore, e);
-                        return;
-                    }
-                    self.cov.hit(Cov::IntegrityCheck);
-                }
-            }
-        }
-        self.kill(0);
-        self.restart_token += 1;
-        match self.app.final_checkpoint() {
-            Err(e) => self.fail(Inv::Harness, e),
-            Ok((busy, log, done)) if !busy && log == done => {
-                use std::os::unix::fs::FileExt;
-                let len = self.db_file.metadata().map(|m| m.len()).unwrap_or(0) as usize;
-                let mut file = vec![0u8; len];
-                if let Err(e) = self.db_file.read_exact_at(&mut file, 0) {
-                    self.fail(
-                        Inv::Harness,
-                        format!("reading the final database file: {e}"),
-                    );
-                } else if file.as_slice() != self.oracle.image() {
-                    self.fail(
-                        Inv::Harness,
-                        format!(
-                            "the oracle's source image ({} bytes) differs from SQLite's own file ({len} bytes)",
-                            self.oracle.image().len()
-                        ),
-                    );
-                }
-            }
-            Ok(_) => {}
-        }
-        if self.params.lossy {
-            self.final_detection();
-        }
-    }
-
-    /// `PRAGMA integrity_check` on a restored image, as `walvault restore` runs it.
-    fn integrity_check(&self, bytes: &[u8]) -> Result<(), String> {
-        let path = self.app.dir.join("restored.db");
-        std::fs::write(&path, bytes).map_err(|e| format!("writing the restore: {e}"))?;
-        let verdict: Result<String, String> = (|| {
-            let c = rusqlite::Connection::open(&path).map_err(|e| e.to_string())?;
-            c.query_row("PRAGMA integrity_check", [], |r| r.get(0))
-                .map_err(|e| e.to_string())
-        })();
-        for suffix in ["", "-wal", "-shm"] {
-            let mut p = path.as_os_str().to_owned();
-            p.push(suffix);
-            let _ = std::fs::remove_file(PathBuf::from(p));
-        }
-        match verdict {
-            Ok(v) if v == "ok" => Ok(()),
-            Ok(v) => Err(format!("the final restore fails integrity_check: {v}")),
-            Err(e) => Err(format!("the final restore does not open: {e}")),
-        }
-    }
-
-    /// Lossy profile: after losses, a restart must report that the store is behind
-    /// what was acknowledged (when the local position says so).
-    fn final_detection(&mut self) {
-        let truth = self.checker.max_txid();
-        let local = self.disk.load();
-        let Some(l) = local else { return };
-        if l.txid <= truth {
-            return;
-        }
-        let mut e = Replicator::new(self.params.engine_config(self.inc + 1));
-        e.handle(
-            self.now(),
-            walvault_engine::replicator::Input::Start {
-                page_size: self.params.page_size,
-                local,
-                remote: RemoteTip {
-                    max_txid: truth,
-                    chain_end: truth,
-                    newest: None,
-                },
-                unfinished_run: None,
-            },
-        );
-        let mut reported = false;
-        while let Some(c) = e.poll_command() {
-            if matches!(
-                c,
-                walvault_engine::replicator::Command::Event(
-                    walvault_engine::replicator::Event::RemoteBehind { .. }
-                )
-            ) {
-                reported = true;
-            }
-        }
-        if reported {
-            self.cov.hit(Cov::RemoteBehind);
-        } else {
-            self.fail(
-                Inv::Detection,
-                format!("the store lost TXIDs above {truth} (acknowledged up to {}) and a restart does not report it", l.txid),
-            );
-        }
     }
 }
 

@@ -1,0 +1,194 @@
+//! End-of-run checks: lag zero, an idle database costs nothing, the latest restore
+//! equals the source, lossy stores are reported.
+
+use std::path::PathBuf;
+
+use walvault_engine::replicator::{RemoteTip, Replicator};
+
+use crate::coverage::Cov;
+use crate::invariant::Inv;
+
+use crate::world::*;
+
+impl World {
+    /// End of the run: lag is zero, the idle database costs nothing, the latest
+    /// restore equals the source byte for byte and passes integrity_check, and the
+    /// oracle agrees with SQLite's own file.
+    pub(crate) fn final_checks(&mut self) {
+        self.trace
+            .record(self.now, "end", &[], &[], || "final checks".into());
+        let lossy = self.checker.lost_any();
+        if !self.lag_zero_since_commit && !self.lag_zero_now() {
+            self.fail(
+                Inv::Liveness,
+                "lag is not zero at the end of the idle window".into(),
+            );
+            return;
+        }
+        let durable = match &self.proc {
+            Proc::Running(r) => r.engine.durable().txid,
+            _ => {
+                self.fail(
+                    Inv::Liveness,
+                    "the replicator is not running at the end".into(),
+                );
+                return;
+            }
+        };
+        if self.idle_cuts > 1 {
+            let n = self.idle_cuts;
+            self.fail(
+                Inv::Bounds,
+                format!(
+                    "{n} files cut while the database was idle (at most one, after a checkpoint)"
+                ),
+            );
+            return;
+        }
+        let frames = self.oracle.wal_frames();
+        if frames >= self.params.checkpoint_frames + 2 {
+            self.fail(
+                Inv::Liveness,
+                format!(
+                    "the WAL holds {frames} frames at the end of the idle window (checkpoint threshold {}): it keeps growing",
+                    self.params.checkpoint_frames
+                ),
+            );
+            return;
+        }
+        if !lossy {
+            if let Err(e) = self.checker.lag_zero(durable, &self.oracle) {
+                self.fail(Inv::Liveness, format!("at the end: {e}"));
+                return;
+            }
+            if let Err(v) = self
+                .checker
+                .cross_check_plan(walvault_engine::restore_plan::Target::Latest, self.now)
+            {
+                self.set_violation(v);
+                return;
+            }
+            match self.checker.restore_bytes(durable) {
+                Err(e) => {
+                    self.fail(
+                        Inv::Durability,
+                        format!("restore of the final TXID failed: {e}"),
+                    );
+                    return;
+                }
+                Ok((bytes, _)) => {
+                    self.cov.hit(Cov::ByteCompare);
+                    if bytes.as_slice() != self.oracle.image() {
+                        self.fail(
+                            Inv::Restore,
+                            format!(
+                                "the final restore ({} bytes) differs from the source ({} bytes)",
+                                bytes.len(),
+                                self.oracle.image().len()
+                            ),
+                        );
+                        return;
+                    }
+                    if let Err(e) = self.integrity_check(&bytes) {
+                        self.fail(Inv::Restore, e);
+                        return;
+                    }
+                    self.cov.hit(Cov::IntegrityCheck);
+                }
+            }
+        }
+        self.kill(0);
+        self.restart_token += 1;
+        match self.app.final_checkpoint() {
+            Err(e) => self.fail(Inv::Harness, e),
+            Ok((busy, log, done)) if !busy && log == done => {
+                use std::os::unix::fs::FileExt;
+                let len = self.db_file.metadata().map(|m| m.len()).unwrap_or(0) as usize;
+                let mut file = vec![0u8; len];
+                if let Err(e) = self.db_file.read_exact_at(&mut file, 0) {
+                    self.fail(
+                        Inv::Harness,
+                        format!("reading the final database file: {e}"),
+                    );
+                } else if file.as_slice() != self.oracle.image() {
+                    self.fail(
+                        Inv::Harness,
+                        format!(
+                            "the oracle's source image ({} bytes) differs from SQLite's own file ({len} bytes)",
+                            self.oracle.image().len()
+                        ),
+                    );
+                }
+            }
+            Ok(_) => {}
+        }
+        if self.params.lossy {
+            self.final_detection();
+        }
+    }
+
+    /// `PRAGMA integrity_check` on a restored image, as `walvault restore` runs it.
+    pub(crate) fn integrity_check(&self, bytes: &[u8]) -> Result<(), String> {
+        let path = self.app.dir.join("restored.db");
+        std::fs::write(&path, bytes).map_err(|e| format!("writing the restore: {e}"))?;
+        let verdict: Result<String, String> = (|| {
+            let c = rusqlite::Connection::open(&path).map_err(|e| e.to_string())?;
+            c.query_row("PRAGMA integrity_check", [], |r| r.get(0))
+                .map_err(|e| e.to_string())
+        })();
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            let _ = std::fs::remove_file(PathBuf::from(p));
+        }
+        match verdict {
+            Ok(v) if v == "ok" => Ok(()),
+            Ok(v) => Err(format!("the final restore fails integrity_check: {v}")),
+            Err(e) => Err(format!("the final restore does not open: {e}")),
+        }
+    }
+
+    /// Lossy profile: after losses, a restart must report that the store is behind
+    /// what was acknowledged (when the local position says so).
+    pub(crate) fn final_detection(&mut self) {
+        let truth = self.checker.max_txid();
+        let local = self.disk.load();
+        let Some(l) = local else { return };
+        if l.txid <= truth {
+            return;
+        }
+        let mut e = Replicator::new(self.params.engine_config(self.inc + 1));
+        e.handle(
+            self.now(),
+            walvault_engine::replicator::Input::Start {
+                page_size: self.params.page_size,
+                local,
+                remote: RemoteTip {
+                    max_txid: truth,
+                    chain_end: truth,
+                    newest: None,
+                },
+                unfinished_run: None,
+            },
+        );
+        let mut reported = false;
+        while let Some(c) = e.poll_command() {
+            if matches!(
+                c,
+                walvault_engine::replicator::Command::Event(
+                    walvault_engine::replicator::Event::RemoteBehind { .. }
+                )
+            ) {
+                reported = true;
+            }
+        }
+        if reported {
+            self.cov.hit(Cov::RemoteBehind);
+        } else {
+            self.fail(
+                Inv::Detection,
+                format!("the store lost TXIDs above {truth} (acknowledged up to {}) and a restart does not report it", l.txid),
+            );
+        }
+    }
+}
