@@ -10,13 +10,16 @@
 //! - [`app`] the application on SQLite, [`replica_db`] the replicator's SQLite side,
 //!   [`oracle`] the independent record of every source state;
 //! - [`store`] the object store, [`disk`] the local state area;
-//! - [`world`] the event loop, [`shell`] command execution, [`requests`] store traffic;
+//! - [`world`] the event loop (with `world_*`: faults, application, process life, final
+//!   checks), [`shell`] command execution, [`requests`] store traffic (with `startup`
+//!   and `completions`);
 //! - [`restore`] and [`checker`] the invariants, [`invariant`] their names;
 //! - [`mutation`] deliberately broken behaviours; [`sweep`], [`shrink`], [`cli`].
 
 pub mod app;
 pub mod checker;
 pub mod cli;
+mod completions;
 pub mod corpus;
 pub mod coverage;
 pub mod disk;
@@ -33,6 +36,7 @@ pub mod restore;
 pub mod rng;
 pub mod shell;
 pub mod shrink;
+mod startup;
 pub mod store;
 pub mod sweep;
 pub mod trace;

@@ -8,40 +8,19 @@
 
 use std::sync::Arc;
 
-use walvault_engine::keys::{self, FileId, Layout};
-use walvault_engine::ltx::{HEADER_SIZE, Header};
-use walvault_engine::replicator::{CheckResult, Input, RemoteTip, Replicator, UploadResult};
-use walvault_engine::restore_plan::{self, RemoteFile};
+use walvault_engine::keys::{self, Layout};
+use walvault_engine::ltx::HEADER_SIZE;
+use walvault_engine::replicator::{CheckResult, UploadResult};
 
-use crate::checker::{DB_NAME, parse_key};
+use crate::checker::DB_NAME;
 use crate::coverage::Cov;
 use crate::invariant::Inv;
 use crate::mutation::Mutation;
 use crate::plan::{Fault, Site};
-use crate::world::{Completion, Ev, OpKind, OpOutcome, Proc, Running, StoreOp, World};
-
-fn describe_upload(r: &UploadResult) -> (u64, String) {
-    match r {
-        UploadResult::Stored => (0, "stored".into()),
-        UploadResult::AlreadyExists => (1, "412 already exists".into()),
-        UploadResult::Transient(e) => (2, format!("transient: {e}")),
-        UploadResult::Permanent(e) => (3, format!("permanent: {e}")),
-        UploadResult::Unknown(e) => (4, format!("unknown: {e}")),
-        UploadResult::SourceChanged(e) => (5, format!("source changed: {e}")),
-    }
-}
-
-fn describe_check(r: &CheckResult) -> (u64, String) {
-    match r {
-        CheckResult::Matches => (0, "matches".into()),
-        CheckResult::Absent => (1, "absent".into()),
-        CheckResult::Differs => (2, "DIFFERS".into()),
-        CheckResult::Failed(e) => (3, format!("failed: {e}")),
-    }
-}
+use crate::world::{Completion, Ev, OpKind, OpOutcome, StoreOp, World};
 
 impl World {
-    fn leg(&mut self) -> u64 {
+    pub(crate) fn leg(&mut self) -> u64 {
         let l = &self.params.latency;
         let mut t = l.base_ms / 2 + self.lat.below(l.jitter_ms + 1) / 2;
         if !self.calm && l.tail > 0 && self.lat.chance(l.tail) {
@@ -247,7 +226,13 @@ impl World {
     }
 
     /// A PUT with If-None-Match reaches the store now.
-    fn put_now(&mut self, key: &str, bytes: Arc<Vec<u8>>, d: [u8; 32], dup: bool) -> bool {
+    pub(crate) fn put_now(
+        &mut self,
+        key: &str,
+        bytes: Arc<Vec<u8>>,
+        d: [u8; 32],
+        dup: bool,
+    ) -> bool {
         let stored = self.store.put_if_absent(key, bytes, d, self.now);
         if dup {
             self.cov.hit(Cov::PutDuplicateDelivery);
@@ -281,7 +266,7 @@ impl World {
 
     /// Occasional heavier checks: the product's planner against ours, and a
     /// byte-for-byte restore against the source.
-    fn sample_checks(&mut self) {
+    pub(crate) fn sample_checks(&mut self) {
         let top = self.checker.max_txid();
         if top == 0 {
             return;
@@ -437,341 +422,6 @@ impl World {
                 };
                 self.on_header(file, r);
             }
-        }
-    }
-
-    /// `remote::tip`, first half: the listing, the highest TXID, and how far a restore
-    /// reaches (`restore_plan::plan(Latest)`: its TXID, or where a gap stops it).
-    fn on_list(&mut self, listing: Result<Vec<(String, u64)>, String>) {
-        if !matches!(self.proc, Proc::Starting(_)) {
-            return;
-        }
-        let listing = match listing {
-            Ok(l) => l,
-            Err(e) => {
-                self.startup_failed(format!("reading the replica: {e}"));
-                return;
-            }
-        };
-        let files: Vec<RemoteFile> = listing
-            .iter()
-            .filter_map(|(k, size)| {
-                parse_key(k).map(|id| RemoteFile {
-                    id,
-                    size: *size,
-                    timestamp_ms: None,
-                })
-            })
-            .collect();
-        let Some(restore_plan::ChainTip {
-            max_txid: max,
-            chain_end,
-            newest,
-        }) = restore_plan::chain_tip(&files)
-        else {
-            self.start_engine(RemoteTip::default(), 0);
-            return;
-        };
-        if let Proc::Starting(s) = &mut self.proc {
-            s.list_max = max;
-            s.chain_end = chain_end;
-        }
-        match newest {
-            Some(id) => {
-                let key = crate::checker::key_of(id);
-                self.issue(OpKind::Header { key, id }, false, true);
-            }
-            None => self.start_engine(
-                RemoteTip {
-                    max_txid: max,
-                    chain_end,
-                    newest: None,
-                },
-                max,
-            ),
-        }
-    }
-
-    /// `remote::tip`, second half: the header of the file where the chain ends.
-    fn on_header(&mut self, id: FileId, r: Result<Vec<u8>, String>) {
-        let Proc::Starting(s) = &self.proc else {
-            return;
-        };
-        let (max, chain_end) = (s.list_max, s.chain_end);
-        let h = match r
-            .and_then(|b| Header::decode(&b).map_err(|e| format!("invalid LTX header: {e}")))
-        {
-            Ok(h) => h,
-            Err(e) => {
-                self.startup_failed(format!("reading the header of {id}: {e}"));
-                return;
-            }
-        };
-        if h.min_txid != id.min_txid || h.max_txid != id.max_txid {
-            self.startup_failed(format!(
-                "{id}: header says TXIDs {}-{}",
-                h.min_txid, h.max_txid
-            ));
-            return;
-        }
-        self.start_engine(
-            RemoteTip {
-                max_txid: max,
-                chain_end,
-                newest: Some(h),
-            },
-            max,
-        );
-    }
-
-    /// `Input::Start` with what was durable: the local position and the store's tip.
-    fn start_engine(&mut self, mut tip: RemoteTip, list_max: u64) {
-        let Proc::Starting(s) = std::mem::replace(&mut self.proc, Proc::Down) else {
-            return;
-        };
-        let s = *s;
-        let truth_max = self.checker.max_txid();
-        if tip.max_txid < truth_max {
-            self.cov.hit(Cov::StaleTip);
-        }
-        if self.mutation == Some(Mutation::TipSkipsTxid) && tip.max_txid > 0 {
-            // The listing is misread as reaching one TXID further than it does.
-            tip.max_txid += 1;
-            tip.chain_end += 1;
-        }
-        let local = s.local;
-        let page_size = s.db.page_size;
-        let mut engine = Replicator::new(self.params.engine_config(self.inc));
-        self.trace.record(
-            self.now,
-            "engine-start",
-            &[tip.max_txid, local.map_or(0, |l| l.txid)],
-            &[],
-            || {
-                format!(
-                    "Input::Start remote tip {} local {:?}",
-                    tip.max_txid,
-                    local.map(|l| l.txid)
-                )
-            },
-        );
-        let now = self.now();
-        engine.handle(
-            now,
-            Input::Start {
-                page_size,
-                local,
-                remote: tip.clone(),
-                unfinished_run: s.unfinished_run,
-            },
-        );
-        self.disk.begin_run(engine.next_txid());
-        self.proc = Proc::Running(Box::new(Running {
-            engine,
-            db: s.db,
-            staged: Default::default(),
-            stopping: false,
-            first_header: None,
-            last_cut_max: list_max,
-            failures_seen: Default::default(),
-            unknown_seen: Default::default(),
-            exists_seen: Default::default(),
-            idle_timer_at: None,
-            requests: Default::default(),
-        }));
-        // Counted at the world level: a crash inside this drain must not hide a report
-        // the engine already made.
-        let reported_before = self.cov.get(Cov::RemoteBehind);
-        self.drain();
-        let behind = self.cov.get(Cov::RemoteBehind) > reported_before;
-        let local_txid = local.map_or(0, |l| l.txid);
-        if self.params.lossy {
-            if local_txid > truth_max && local_txid > tip.max_txid && !behind {
-                self.fail(
-                    Inv::Detection,
-                    format!(
-                        "the store holds TXIDs up to {truth_max} but {local_txid} was acknowledged, and the restart did not report it"
-                    ),
-                );
-            }
-        } else if behind && local_txid > truth_max {
-            self.fail(
-                Inv::Durability,
-                format!(
-                    "the local position says TXID {local_txid} was durable but the store holds only up to {truth_max}"
-                ),
-            );
-        }
-    }
-
-    /// Hands a completion to the engine, then carries out what it asks for.
-    pub fn deliver(&mut self, c: Completion, from_store: bool) {
-        let now = self.now();
-        let Proc::Running(r) = &mut self.proc else {
-            return;
-        };
-        let (code, what) = match &c {
-            Completion::Upload(f, _, res) => {
-                match res {
-                    UploadResult::Unknown(_) => {
-                        r.unknown_seen.insert(*f);
-                    }
-                    UploadResult::AlreadyExists => {
-                        r.exists_seen.insert(*f);
-                    }
-                    UploadResult::Transient(_) | UploadResult::Permanent(_) => {
-                        *r.failures_seen.entry(*f).or_insert(0) += 1;
-                    }
-                    _ => {}
-                }
-                let (k, s) = describe_upload(res);
-                (k, format!("upload {f}: {s}"))
-            }
-            Completion::Check(f, _, res) => {
-                match res {
-                    CheckResult::Absent => {
-                        *r.failures_seen.entry(*f).or_insert(0) += 1;
-                        self.cov.hit(Cov::CheckAbsent);
-                    }
-                    CheckResult::Matches => {
-                        if r.unknown_seen.contains(f) {
-                            self.cov.hit(Cov::AmbiguousPutResolvedStored);
-                        }
-                        if r.exists_seen.contains(f) {
-                            self.cov.hit(Cov::AlreadyExistsThenMatch);
-                        }
-                    }
-                    CheckResult::Failed(_) => self.cov.hit(Cov::CheckFailed),
-                    CheckResult::Differs => {}
-                }
-                let (k, s) = describe_check(res);
-                (10 + k, format!("check {f}: {s}"))
-            }
-        };
-        self.trace
-            .record(self.now, "completion", &[code], what.as_bytes(), || {
-                what.clone()
-            });
-        r.idle_timer_at = None;
-        match &c {
-            Completion::Upload(file, attempt, result) => r.engine.handle(
-                now,
-                Input::UploadDone {
-                    file: *file,
-                    attempt: *attempt,
-                    result: result.clone(),
-                },
-            ),
-            Completion::Check(file, attempt, result) => r.engine.handle(
-                now,
-                Input::CheckDone {
-                    file: *file,
-                    attempt: *attempt,
-                    result: result.clone(),
-                },
-            ),
-        }
-        let file = match &c {
-            Completion::Upload(f, ..) | Completion::Check(f, ..) => *f,
-        };
-        let req = match &self.proc {
-            Proc::Running(r) => r.requests.get(&file).copied().unwrap_or(0),
-            _ => 0,
-        };
-        self.drain();
-        if from_store && let Some(Fault::Duplicate { delay_ms }) = self.decide(Site::Dup) {
-            let inc = self.inc;
-            self.q.push(self.now + delay_ms, Ev::Dup { inc, c, req });
-        }
-    }
-
-    /// Invariant 5: a completion delivered again changes nothing and asks for nothing.
-    /// A copy that arrives after another request for the same file was made is a late
-    /// completion of an older attempt; the attempt number it carries tells the engine
-    /// it is not the answer to the current one.
-    pub fn deliver_duplicate(&mut self, c: Completion, req: u32) {
-        let now = self.now();
-        let file = match &c {
-            Completion::Upload(f, ..) | Completion::Check(f, ..) => *f,
-        };
-        let late = match &self.proc {
-            Proc::Running(r) => r.requests.get(&file).copied().unwrap_or(0) != req,
-            _ => false,
-        };
-        if late {
-            self.cov.hit(Cov::LateCompletion);
-        }
-        if let Proc::Running(r) = &mut self.proc
-            && r.engine.poll_timeout().is_some_and(|t| t <= self.now)
-        {
-            r.engine.handle_timeout(now);
-            self.drain();
-        }
-        if self.violation.is_some() {
-            return;
-        }
-        let Proc::Running(r) = &mut self.proc else {
-            return;
-        };
-        let snap = |e: &Replicator| {
-            (
-                e.durable(),
-                e.next_txid(),
-                e.pending_files(),
-                e.unshipped_txns(),
-                e.poll_timeout(),
-                e.is_stopped(),
-            )
-        };
-        let before = snap(&r.engine);
-        let req_before = self.requests_issued;
-        let input = match &c {
-            Completion::Upload(file, attempt, result) => Input::UploadDone {
-                file: *file,
-                attempt: *attempt,
-                result: result.clone(),
-            },
-            Completion::Check(file, attempt, result) => Input::CheckDone {
-                file: *file,
-                attempt: *attempt,
-                result: result.clone(),
-            },
-        };
-        self.trace.record(self.now, "duplicate", &[], &[], || {
-            format!("duplicate delivery: {c:?}")
-        });
-        r.engine.handle(now, input);
-        let mut cmds = Vec::new();
-        while let Some(cmd) = r.engine.poll_command() {
-            cmds.push(cmd);
-        }
-        let after = snap(&r.engine);
-        self.cov.hit(Cov::DuplicateCompletion);
-        if self.mutation == Some(Mutation::DuplicateResend)
-            && let Completion::Upload(file, attempt, _) = &c
-            && let Some((bytes, d)) = r.staged.get(file).cloned()
-        {
-            let key = crate::checker::key_of(*file);
-            self.issue(
-                OpKind::Put {
-                    key,
-                    id: *file,
-                    attempt: *attempt,
-                    bytes,
-                    digest: d,
-                },
-                false,
-                false,
-            );
-        }
-        if !cmds.is_empty() || before != after || self.requests_issued != req_before {
-            self.fail(
-                Inv::Duplicate,
-                format!(
-                    "a duplicate {c:?} changed something: commands {cmds:?}, state {before:?} -> {after:?}, requests {req_before} -> {}",
-                    self.requests_issued
-                ),
-            );
         }
     }
 }
