@@ -165,8 +165,9 @@ impl Store {
         dispatch!(self, s => s.get_range(key, offset, len).await)
     }
 
-    /// Stream the object into `dest` (created or truncated, fsynced) with bounded
-    /// memory; returns the byte count. A partial `dest` is removed on error.
+    /// Stream the object into `dest` (created or truncated) with bounded memory;
+    /// returns the byte count. A partial `dest` is removed on error. `dest` is scratch
+    /// space (restore, verify), so it is not fsynced: the caller reads it back at once.
     pub async fn get_to_file(&self, key: &str, dest: &Path) -> Result<u64, StoreError> {
         dispatch!(self, s => s.get_to_file(key, dest).await)
     }

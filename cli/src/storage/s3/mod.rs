@@ -368,7 +368,6 @@ impl S3Store {
                 n += chunk.len() as u64;
             }
             file.flush().await.map_err(|e| local_err(&e, dest))?;
-            file.sync_all().await.map_err(|e| local_err(&e, dest))?;
             Ok(n)
         }
         .await;
