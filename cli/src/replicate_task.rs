@@ -420,9 +420,15 @@ impl DbTask {
                 remote_txid,
             } => error!(
                 %db,
-                "the replica holds TXIDs only up to {remote_txid:016x} but {local_txid:016x} was acknowledged \
-                 earlier: the store lost acknowledged writes (or the replica was reset); continuing after the \
-                 replica's last file with a full snapshot"
+                "the replica lists TXIDs only up to {remote_txid:016x} but {local_txid:016x} was acknowledged \
+                 earlier: the store lost acknowledged writes, the replica was reset, or its listing lags; \
+                 continuing above {local_txid:016x} with a full snapshot"
+            ),
+            Event::TxidsFenced { known, next } => info!(
+                %db,
+                "the previous run did not stop cleanly: its last uploads may still land, so new files \
+                 start at TXID {next:016x} (skipping those after {known:016x}); the first one continues \
+                 the chain"
             ),
             Event::CheckpointDone {
                 mode,

@@ -45,6 +45,7 @@ counters! {
     DuplicateCompletion => "duplicate completion delivered", true;
     LateCompletion => "late completion of an older attempt", true;
     ZombieWrite => "write of a killed process landed later", true;
+    TxidsFenced => "restart after an unclean stop (TXIDs fenced)", true;
     GetStale => "stale GET (404 on a written key)", true;
     GetTruncated => "truncated GET detected", true;
     ListLagged => "LIST missing recent files", true;

@@ -616,6 +616,7 @@ impl World {
             Event::RemoteBehind { .. } => {
                 self.cov.hit(Cov::RemoteBehind);
             }
+            Event::TxidsFenced { .. } => self.cov.hit(Cov::TxidsFenced),
             Event::WalChanged {
                 continues: true, ..
             } => self.cov.hit(Cov::CheckpointRestartContinued),

@@ -294,6 +294,12 @@ impl Replicator {
             fence_width(self.cfg.seed, self.cfg.max_in_flight)
         };
         self.next_txid = known.saturating_add(fence).saturating_add(1);
+        if fence > 0 {
+            self.emit(Event::TxidsFenced {
+                known,
+                next: self.next_txid,
+            });
+        }
         self.remote_empty = remote.max_txid == 0;
         // A hole below the tip (a file lost while later ones landed, or no snapshot at
         // all): resuming would extend a chain no restore can reach. One full file from

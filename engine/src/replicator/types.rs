@@ -246,6 +246,12 @@ pub enum Event {
         local_txid: u64,
         remote_txid: u64,
     },
+    /// The previous run did not stop cleanly (or is unknown): TXIDs after `known` up
+    /// to `next` are skipped, so none a late write of that run may hold is reused.
+    TxidsFenced {
+        known: u64,
+        next: u64,
+    },
     /// `restart_expected`: the checkpoint folded exactly the frames the engine shipped,
     /// so the WAL restart that follows continues the chain.
     CheckpointDone {

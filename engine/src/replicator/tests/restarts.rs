@@ -49,6 +49,10 @@ fn fenced_first_cut(h: &Harness, chain_end: u64) -> FileId {
         first.max_txid > chain_end + 1024,
         "{first}: a crashed run's TXIDs must be fenced off"
     );
+    assert!(
+        h.events()
+            .any(|e| matches!(e, Event::TxidsFenced { next, .. } if *next == first.max_txid))
+    );
     first
 }
 
@@ -102,6 +106,7 @@ fn restart_after_a_clean_stop_continues_without_a_fence() {
     h.start();
     h.check();
     assert_eq!(h.cuts(), [l0(max + 1, max + 1)]);
+    assert!(!h.events().any(|e| matches!(e, Event::TxidsFenced { .. })));
     h.assert_restores(max + 1, h.src.pos());
     h.assert_latest_is_source();
 }
