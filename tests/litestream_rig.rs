@@ -24,21 +24,7 @@ pub type Files = Vec<(FileId, Header, u64)>;
 /// The `litestream` executable: `$LITESTREAM`, then `PATH`, `~/.pyenv/shims`,
 /// `~/.local/bin`. Absent: panics under `CI`, else prints SKIPPED and returns `None`.
 pub fn litestream_bin() -> Option<PathBuf> {
-    let found = std::env::var_os("LITESTREAM")
-        .map(PathBuf::from)
-        .or_else(|| {
-            let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-                .map(|p| std::env::split_paths(&p).collect())
-                .unwrap_or_default();
-            if let Some(home) = std::env::var_os("HOME") {
-                let home = PathBuf::from(home);
-                dirs.push(home.join(".pyenv/shims"));
-                dirs.push(home.join(".local/bin"));
-            }
-            dirs.into_iter()
-                .map(|d| d.join("litestream"))
-                .find(|p| p.is_file())
-        });
+    let found = crate::support::s3_server::find_executable("LITESTREAM", "litestream");
     if found.is_none() {
         if std::env::var_os("CI").is_some() {
             panic!(

@@ -43,8 +43,10 @@ pub struct S3Server {
     _dir: tempfile::TempDir,
 }
 
-fn find_moto() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("MOTO_SERVER") {
+/// An executable named by `env_var`, else `name` on `PATH`, in `~/.pyenv/shims` or in
+/// `~/.local/bin` (where `pip install` puts console scripts).
+pub fn find_executable(env_var: &str, name: &str) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(env_var) {
         return Some(PathBuf::from(p));
     }
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
@@ -55,9 +57,7 @@ fn find_moto() -> Option<PathBuf> {
         dirs.push(home.join(".pyenv/shims"));
         dirs.push(home.join(".local/bin"));
     }
-    dirs.into_iter()
-        .map(|d| d.join("moto_server"))
-        .find(|p| p.is_file())
+    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
 }
 
 /// A port that was free a moment ago.
@@ -72,7 +72,7 @@ impl S3Server {
     /// Start moto_server, or `None` (with a SKIPPED notice) when it is not
     /// installed and `CI` is unset.
     pub fn start() -> Option<S3Server> {
-        let Some(exe) = find_moto() else {
+        let Some(exe) = find_executable("MOTO_SERVER", "moto_server") else {
             if std::env::var_os("CI").is_some() {
                 panic!(
                     "moto_server not found but CI is set: install it with pip install 'moto[server]' \
