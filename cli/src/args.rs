@@ -103,7 +103,9 @@ pub enum Cmd {
         /// Restore the state at this TXID (hex, as in file names).
         #[arg(long, value_name = "HEX", conflicts_with = "timestamp")]
         txid: Option<String>,
-        /// Restore the newest state written at or before this time (RFC 3339).
+        /// Restore the newest TXID written at or before this time (RFC 3339, to the
+        /// millisecond): a file whose timestamp equals the time is included (Litestream
+        /// leaves it out).
         #[arg(long, value_name = "RFC3339")]
         timestamp: Option<String>,
         /// Replace the output file if it exists.

@@ -1,6 +1,8 @@
 //! Restore planning: which files, in which order, rebuild a database at a target
 //! point. Mirrors Litestream's plan (newest usable snapshot, then the files that
-//! extend the TXID chain furthest) so both tools pick the same files.
+//! extend the TXID chain furthest) so both tools pick the same files; the one
+//! difference is a timestamp target, which includes files written at exactly that
+//! millisecond (see [`Target::Timestamp`]).
 
 use crate::keys::{FileId, SNAPSHOT_LEVEL};
 
@@ -17,9 +19,12 @@ pub struct RemoteFile {
 pub enum Target {
     Latest,
     Txid(u64),
-    /// The newest state built only from files timestamped strictly before this Unix
-    /// time (ms), as far as those files reach contiguously. Litestream's semantics:
-    /// same files, same state.
+    /// The newest state built only from files timestamped at or before this Unix time
+    /// (ms), as far as those files reach contiguously: the newest TXID at or before the
+    /// time. Litestream uses only files strictly before it (`CreatedAt.Before`), so
+    /// for a time equal to a file's timestamp to the millisecond Litestream restores the
+    /// state before that file and walvault the state after it; at any other time both
+    /// pick the same files.
     Timestamp(i64),
 }
 
@@ -85,7 +90,7 @@ pub fn plan(files: &[RemoteFile], target: Target) -> Result<Plan, PlanError> {
     let eligible: Vec<&RemoteFile> = match target {
         Target::Timestamp(ts) => files
             .iter()
-            .filter(|f| f.timestamp_ms.is_some_and(|t| t < ts))
+            .filter(|f| f.timestamp_ms.is_some_and(|t| t <= ts))
             .collect(),
         _ => files.iter().collect(),
     };
@@ -137,8 +142,8 @@ pub fn plan(files: &[RemoteFile], target: Target) -> Result<Plan, PlanError> {
                 chosen.push((*f).clone());
             }
             None if current == 0 => return Err(PlanError::NoSnapshot),
-            // Like Litestream: the furthest contiguous state made of files from before
-            // the time (newer files are excluded, so a later gap is not an error).
+            // Like Litestream: the furthest contiguous state made of the files up to the
+            // time (newer files are excluded, so a later gap is not an error).
             None if matches!(target, Target::Timestamp(_)) => break,
             None if matches!(target, Target::Txid(_)) => {
                 return Err(PlanError::Unreachable {
@@ -257,16 +262,23 @@ mod tests {
     }
 
     #[test]
-    fn timestamp_picks_newest_strictly_before() {
+    fn timestamp_picks_newest_at_or_before() {
         let files = vec![f(0, 1, 1), f(0, 2, 2), f(0, 3, 3)];
         assert_eq!(plan(&files, Target::Timestamp(2_500)).unwrap().txid, 2);
-        // Litestream's `CreatedAt.Before(timestamp)`: a file at exactly the time is out.
-        assert_eq!(plan(&files, Target::Timestamp(2_000)).unwrap().txid, 1);
+        // A file written at exactly the time is in (Litestream would leave it out).
+        assert_eq!(plan(&files, Target::Timestamp(2_000)).unwrap().txid, 2);
+        assert_eq!(plan(&files, Target::Timestamp(1_999)).unwrap().txid, 1);
         assert_eq!(plan(&files, Target::Timestamp(2_001)).unwrap().txid, 2);
+        assert_eq!(plan(&files, Target::Timestamp(1_000)).unwrap().txid, 1);
+        assert_eq!(plan(&files, Target::Timestamp(3_000)).unwrap().txid, 3);
         assert_eq!(
-            plan(&files, Target::Timestamp(500)),
+            plan(&files, Target::Timestamp(999)),
             Err(PlanError::TooEarly)
         );
+        // A file without a known time never qualifies.
+        let mut untimed = files.clone();
+        untimed[2].timestamp_ms = None;
+        assert_eq!(plan(&untimed, Target::Timestamp(9_000)).unwrap().txid, 2);
     }
 
     #[test]
@@ -278,6 +290,9 @@ mod tests {
         let files = vec![f(9, 1, 2), f(0, 4, 4), l1, f(0, 5, 5)];
         let p = plan(&files, Target::Timestamp(4_500)).unwrap();
         assert_eq!((ids(&p), p.txid), (vec![(9, 1, 2)], 2));
+        // At the L1 file's exact time it qualifies and the chain reaches 5.
+        let p = plan(&files, Target::Timestamp(5_000)).unwrap();
+        assert_eq!((ids(&p), p.txid), (vec![(9, 1, 2), (1, 3, 5)], 5));
         // Without a starting snapshot there is nothing to restore.
         assert_eq!(
             plan(&[f(0, 2, 2)], Target::Timestamp(9_000)),
