@@ -1,6 +1,7 @@
 //! The local state directory beside a database (`.<file>-walvault/`): the persisted
-//! replication position, written atomically (temp file, fsync, rename, fsync dir), and
-//! the staging area where files are built before upload.
+//! replication position (replaced atomically by rename after every durable advance,
+//! fsynced at a clean stop: decision 19), the run mark, and the staging area where large
+//! files are built before upload.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -74,6 +75,10 @@ impl StateDir {
             }))
     }
 
+    /// Replaces the position atomically (temp file, rename) without fsync: a process
+    /// crash keeps it (the page cache survives), and a power loss can only leave an
+    /// older or unreadable position, which start-up already treats as "behind the
+    /// store" (decision 7). [`StateDir::sync_position`] makes it durable at a clean stop.
     pub fn save(&self, p: &Position) -> Result<()> {
         let s = Stored {
             txid: p.txid,
@@ -82,10 +87,25 @@ impl StateDir {
             wal_end: p.wal_end,
             commit: p.commit,
         };
-        write_atomic(
-            &self.dir.join("position.json"),
-            serde_json::to_string(&s)?.as_bytes(),
-        )
+        let path = self.dir.join("position.json");
+        let tmp = temp_beside(&path)?;
+        fs::write(&tmp, serde_json::to_string(&s)?)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        fs::rename(&tmp, &path)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    }
+
+    /// fsyncs the position file and the directory holding it.
+    pub fn sync_position(&self) -> Result<()> {
+        let path = self.dir.join("position.json");
+        match File::open(&path) {
+            Ok(f) => f
+                .sync_all()
+                .with_context(|| format!("syncing {}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+        }
+        sync_dir(&self.dir)
     }
 }
 
@@ -139,12 +159,7 @@ impl StateDir {
 /// Temp file in the same directory, fsync, rename over the target, fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().context("path has no parent directory")?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default()
-    ));
+    let tmp = temp_beside(path)?;
     {
         let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         f.write_all(bytes)?;
@@ -153,6 +168,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     fs::rename(&tmp, path)
         .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
     sync_dir(dir)
+}
+
+/// `<dir>/.<name>.tmp`: the temporary name a file is written under before the rename.
+fn temp_beside(path: &Path) -> Result<PathBuf> {
+    let dir = path.parent().context("path has no parent directory")?;
+    let name = path.file_name().context("path has no file name")?;
+    Ok(dir.join(format!(".{}.tmp", name.to_string_lossy())))
 }
 
 pub fn sync_dir(dir: &Path) -> Result<()> {

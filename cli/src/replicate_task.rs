@@ -40,6 +40,28 @@ enum Completion {
     },
 }
 
+/// Files whose pages add up to at most this many bytes are built in memory and uploaded
+/// from there: no staging file to create, read back and unlink on every upload (most
+/// level-0 files are a few kB). Larger ones go through the staging directory, so memory
+/// stays bounded by the upload window whatever the transaction size.
+const IN_MEMORY_BYTES: u64 = 1 << 20;
+
+/// A built file waiting for its upload (and for retries).
+#[derive(Clone)]
+enum Staged {
+    Memory(Arc<Vec<u8>>),
+    Disk(PathBuf),
+}
+
+impl Staged {
+    fn read(&self) -> std::io::Result<Vec<u8>> {
+        match self {
+            Staged::Memory(b) => Ok(b.to_vec()),
+            Staged::Disk(p) => std::fs::read(p),
+        }
+    }
+}
+
 pub struct DbTask {
     pub name: String,
     db: Database,
@@ -48,8 +70,8 @@ pub struct DbTask {
     engine: Replicator,
     clock: Clock,
     uploads: Arc<Semaphore>,
-    /// Files built for upload: where, and their SHA-256.
-    staged: BTreeMap<FileId, (PathBuf, String)>,
+    /// Files built for upload: their bytes or where they are, and their SHA-256.
+    staged: BTreeMap<FileId, (Staged, String)>,
     links: ChainLinks,
     /// Page checksums of the state the last built file produces (`None` until known:
     /// after a full file, or restored from a clean stop at the same TXID).
@@ -202,7 +224,7 @@ impl DbTask {
             } => self.check(file, spec, attempt),
             Command::Forget { file } => {
                 self.staged_sums.remove(&file);
-                if let Some((path, _)) = self.staged.remove(&file) {
+                if let Some((Staged::Disk(path), _)) = self.staged.remove(&file) {
                     let _ = std::fs::remove_file(path);
                 }
             }
@@ -242,7 +264,11 @@ impl DbTask {
                 {
                     warn!(db = %self.name, "could not save page checksums: {e:#}");
                 }
-                if let Err(e) = self.state.end_run() {
+                // The position becomes durable before the mark that says the stop was
+                // clean disappears.
+                if let Err(e) = self.state.sync_position() {
+                    warn!(db = %self.name, "could not make the position durable: {e:#}");
+                } else if let Err(e) = self.state.end_run() {
                     warn!(db = %self.name, "could not record the clean stop: {e:#}");
                 }
                 info!(db = %self.name, txid = format_args!("{:016x}", self.engine.durable().txid), "stopped: everything committed is in the replica");
@@ -261,7 +287,7 @@ impl DbTask {
     /// Builds the file into the staging area (first attempt only), then uploads it on
     /// a separate task under the process-wide upload limit.
     fn upload(&mut self, file: FileId, spec: Arc<FileSpec>, attempt: u32) {
-        let (path, sha, db_sum) = match self.staged.get(&file) {
+        let (staged, sha, db_sum) = match self.staged.get(&file) {
             Some((p, sha)) => (p.clone(), sha.clone(), None),
             None => match tokio::task::block_in_place(|| self.stage(file, &spec)) {
                 Ok((p, sha, sums)) => {
@@ -300,7 +326,11 @@ impl DbTask {
         debug!(db = %self.name, %key, attempt, "uploading");
         tokio::spawn(async move {
             let _permit = sem.acquire().await;
-            let r = store.put(&key, PutBody::File(&path), &meta, true).await;
+            let body = match &staged {
+                Staged::Memory(bytes) => PutBody::Bytes(bytes),
+                Staged::Disk(path) => PutBody::File(path),
+            };
+            let r = store.put(&key, body, &meta, true).await;
             let result = match r {
                 Ok(()) => UploadResult::Stored,
                 Err(StoreError::AlreadyExists(_)) => UploadResult::AlreadyExists,
@@ -318,17 +348,11 @@ impl DbTask {
         });
     }
 
-    /// Builds the file into the staging area; returns its path, SHA-256 and the page
-    /// checksums of the state it produces (when the state before it is known).
-    fn stage(&self, file: FileId, spec: &FileSpec) -> Result<(PathBuf, String, Option<PageSums>)> {
-        let path = self.state.staging().join(format!(
-            "{:04x}-{:016x}-{:016x}.ltx",
-            file.level, file.min_txid, file.max_txid
-        ));
+    /// Builds the file (in memory when small, else in the staging area); returns it,
+    /// its SHA-256 and the page checksums of the state it produces (when the state
+    /// before it is known).
+    fn stage(&self, file: FileId, spec: &FileSpec) -> Result<(Staged, String, Option<PageSums>)> {
         let mut pages = self.db.pages();
-        let out = HashingWriter::new(std::io::BufWriter::new(
-            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
-        ));
         let h = &spec.header;
         let mut sums = match &spec.pages {
             PageSet::Full { .. } => Some(PageSums::new_image(h.commit)),
@@ -342,12 +366,31 @@ impl DbTask {
                     s
                 }),
         };
-        let (w, _) = spec::materialize_observed(spec, &mut pages, out, &mut |pgno, data| {
+        let mut observe = |pgno: u32, data: &[u8]| {
             if let Some(s) = sums.as_mut() {
                 s.set(pgno, data);
             }
-        })
-        .map_err(|e: MaterializeError| anyhow::anyhow!(e))?;
+        };
+        let page_count = match &spec.pages {
+            PageSet::List(list) => list.len() as u64,
+            PageSet::Full { .. } => u64::from(h.commit),
+        };
+        if page_count * u64::from(h.page_size) <= IN_MEMORY_BYTES {
+            let out = HashingWriter::new(Vec::new());
+            let (w, _) = spec::materialize_observed(spec, &mut pages, out, &mut observe)
+                .map_err(|e: MaterializeError| anyhow::anyhow!(e))?;
+            let (bytes, sha) = w.finish();
+            return Ok((Staged::Memory(Arc::new(bytes)), sha, sums));
+        }
+        let path = self.state.staging().join(format!(
+            "{:04x}-{:016x}-{:016x}.ltx",
+            file.level, file.min_txid, file.max_txid
+        ));
+        let out = HashingWriter::new(std::io::BufWriter::new(
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+        ));
+        let (w, _) = spec::materialize_observed(spec, &mut pages, out, &mut observe)
+            .map_err(|e: MaterializeError| anyhow::anyhow!(e))?;
         let (w, sha) = w.finish();
         let f = w
             .into_inner()
@@ -356,13 +399,13 @@ impl DbTask {
         // the staging area and rebuilds from the WAL), and the upload reads it back
         // through the page cache.
         drop(f);
-        Ok((path, sha, sums))
+        Ok((Staged::Disk(path), sha, sums))
     }
 
     /// Does the store hold exactly our file? (After an ambiguous or refused upload.)
     fn check(&mut self, file: FileId, spec: Arc<FileSpec>, attempt: u32) {
         let staged = self.staged.get(&file).map(|(p, _)| p.clone());
-        let expected = match staged.as_ref().map(std::fs::read) {
+        let expected = match staged.as_ref().map(Staged::read) {
             Some(Ok(bytes)) => Ok(bytes),
             _ => tokio::task::block_in_place(|| -> Result<Vec<u8>> {
                 let mut pages = self.db.pages();

@@ -12,9 +12,10 @@
 //! Metadata: [`METADATA_TIMESTAMP`] is stored as the file's mtime (Litestream's file
 //! backend reads mtime as the LTX timestamp). Any other metadata (walvault's integrity
 //! data) goes into a sidecar JSON file under `<root>/.walvault-meta/<key>.json`, outside
-//! every path Litestream reads; it is written to a temp file first and moved into place
-//! only once the object itself is published, so a refused conditional put never
-//! touches the existing object's sidecar. `metadata()` merges both.
+//! every path Litestream reads. It is published (temp file, fsync, rename) *before* the
+//! object, so a crash between the two never leaves a visible object without its
+//! digests; a conditional put whose object already exists returns before touching the
+//! existing sidecar. `metadata()` merges both.
 //!
 //! All blocking file-system work runs on `tokio::task::spawn_blocking`.
 
@@ -116,19 +117,19 @@ impl FileStore {
         let sidecar = (!extra.is_empty()).then(|| (self.sidecar_of(key), extra));
         let key = key.to_string();
         Self::blocking(move || {
-            let staged = match &sidecar {
-                Some((path, extra)) => Some(stage_sidecar(path, extra)?),
-                None => None,
-            };
-            let result = put_blocking(&key, &dest, source, mtime, if_none_match);
-            match (staged, &sidecar) {
-                (Some(tmp), Some((path, _))) if result.is_ok() => publish_sidecar(&tmp, path)?,
-                (Some(tmp), _) => {
-                    let _ = fs::remove_file(tmp);
+            // The sidecar goes first: once the object is visible its integrity data is
+            // already durable, so a crash (SIGKILL) between the two steps can leave an
+            // orphan sidecar for a key that does not exist (overwritten by the retry,
+            // never listed), but never a published object without its digests.
+            if let Some((path, extra)) = &sidecar {
+                if if_none_match && dest.exists() {
+                    // The retry of a put that did land: leave the stored pair alone.
+                    return Err(StoreError::AlreadyExists(key));
                 }
-                _ => {}
+                let staged = stage_sidecar(path, extra)?;
+                publish_sidecar(&staged, path)?;
             }
-            result
+            put_blocking(&key, &dest, source, mtime, if_none_match)
         })
         .await
     }
@@ -432,18 +433,18 @@ fn stage_sidecar(path: &Path, meta: &BTreeMap<String, String>) -> Result<PathBuf
     Ok(tmp)
 }
 
-/// Moves a staged sidecar into place once its object is published. A failure here
-/// leaves the object without its metadata: ambiguous, so the caller re-checks.
+/// Moves a staged sidecar into place, before its object is published: a failure
+/// here leaves nothing visible, so it is an ordinary (retryable) error.
 fn publish_sidecar(tmp: &Path, path: &Path) -> Result<(), StoreError> {
     let dir = path.parent().expect("sidecar path has a parent");
     fs::rename(tmp, path)
         .and_then(|()| sync_dir(dir))
         .map_err(|e| {
             let _ = fs::remove_file(tmp);
-            StoreError::Ambiguous(format!(
-                "stored the object but not its metadata '{}': {e}",
-                path.display()
-            ))
+            io_err(
+                e,
+                &format!("cannot store the metadata sidecar '{}'", path.display()),
+            )
         })
 }
 
