@@ -1,7 +1,8 @@
 //! Point-in-time restore with the real binary: the source is recorded at several
 //! points while `walvault watch` runs; `restore --txid` of the TXID that ends each
 //! point, and `restore --timestamp` of a time just after it, give exactly that state.
-//! (Every single TXID, with random workloads, is covered by the engine's model test.)
+//! (Every single TXID and file timestamp, with random workloads, is covered by
+//! tests/restore_property.rs; the engine's model test covers the plan.)
 
 mod e2e_support;
 mod support;
