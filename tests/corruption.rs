@@ -6,6 +6,8 @@
 //! - `walvault restore` fails with a message naming the object, and leaves the disk as
 //!   it was: an existing output (with `--force`) keeps its bytes, a new output path is
 //!   not created, and no temporary file is left in the directory;
+//! - where the error is a checksum or digest mismatch, it names the expected and the
+//!   actual value;
 //! - `walvault verify` exits 1 and names the object, in the mode the table below says
 //!   catches it (`--full` always does, as it reads everything the default mode reads).
 //!
@@ -18,13 +20,14 @@
 //! | truncate | keep the first 2/3 | index and trailer do not fit the object |
 //! | delete | remove the object | TXIDs in no file (a gap) |
 //! | reorder | swap two objects' contents (same level) | header does not match the key |
-//! | replace | another valid LTX file under the key (one page differs), uploaded the way another writer would (only `litestream-timestamp`) | S3, level 0: the next file's hash link points at an object without walvault's digest; `file://`: `--full` only (the stale sidecar still carries the old digest) |
+//! | replace | another valid LTX file under the key (one page differs), uploaded the way another writer would (only `litestream-timestamp`) | S3, level 0: the next file's hash link points at an object without walvault's digest; otherwise `--full` only (`file://`: the stale sidecar still carries the old digest; compactions and S3 snapshots: the database checksum, see below) |
 //!
 //! A compacted file written by Litestream carries no digest and no hash link points at
-//! a compaction, and on S3 a replaced snapshot looks like a Litestream snapshot:
-//! `verify` cannot tell such a replacement (printed as a verify gap), but restore does,
+//! a compaction, and on S3 a replaced snapshot looks like a Litestream snapshot: the
+//! default `verify` cannot tell such a replacement, but `verify --full` and restore do,
 //! because walvault records the database checksum of the state after each of its files
-//! and restore compares the state it built with that of the plan's newest file.
+//! and both compare the state the restore plan builds with that of the plan's newest
+//! file (the report lists the plan's files without walvault's digest as the suspects).
 //!
 //! The backup: L0 files 1.. and an older snapshot L9 1..n1, the newest snapshot L9
 //! 1..n2, two L1 files after it built from the L0 files they cover (as Litestream's
@@ -399,17 +402,65 @@ fn apply(rig: &Rig, t: &Target, damage: Damage) -> Vec<FileId> {
 }
 
 /// Whether default-mode `verify` is expected to catch `damage` at `t` (see the table
-/// in the module docs), and whether `verify --full` cannot: a replaced compaction or
-/// snapshot without walvault's digest is caught only by restore, which checks the
-/// database checksum walvault recorded for the newest file against the state it built.
-fn expectation(rig: &Rig, t: &Target, damage: Damage) -> (bool, bool) {
+/// in the module docs); `verify --full` must catch every damage.
+fn caught_by_default(rig: &Rig, t: &Target, damage: Damage) -> bool {
     match damage {
-        Damage::FlipPage | Damage::FlipTrailer => (false, false),
-        Damage::Replace if !t.walvault => (false, true),
-        Damage::Replace if t.label == "L9" && rig.s3 => (false, true),
-        Damage::Replace => (rig.s3, false),
-        _ => (true, false),
+        Damage::FlipPage | Damage::FlipTrailer => false,
+        Damage::Replace => t.walvault && t.label == "L0" && rig.s3,
+        _ => true,
     }
+}
+
+/// A checksum or digest mismatch in `msg` (LTX file checksum, SHA-256, hash-chain
+/// link, database checksum) and whether it names both values: `None` when `msg` reports
+/// no such mismatch, `Some(true)` when it reads `expected <hex>..., got <hex>` with two
+/// different values of the same length.
+fn mismatch_values(msg: &str) -> Option<bool> {
+    let lower = msg.to_ascii_lowercase();
+    if !["checksum", "sha-256", "hash chain"]
+        .iter()
+        .any(|w| lower.contains(w))
+    {
+        return None;
+    }
+    let hex_after = |s: &str, word: &str| -> Option<(String, usize)> {
+        let at = s.find(word)? + word.len();
+        let rest = s[at..].trim_start_matches("0x");
+        let v: String = rest.chars().take_while(char::is_ascii_hexdigit).collect();
+        (v.len() >= 16).then_some((v, at))
+    };
+    let Some((expected, at)) = hex_after(&lower, "expected ") else {
+        return Some(false);
+    };
+    let Some((actual, _)) = hex_after(&lower[at..], ", got ") else {
+        return Some(false);
+    };
+    Some(expected.len() == actual.len() && expected != actual)
+}
+
+#[test]
+fn mismatch_values_reads_expected_and_got() {
+    let (a, b) = ("0123456789abcdef", "fedcba9876543210");
+    assert_eq!(mismatch_values("the header covers TXIDs 1-2"), None);
+    assert_eq!(
+        mismatch_values(&format!("k: checksum mismatch: expected 0x{a}, got 0x{b}")),
+        Some(true)
+    );
+    assert_eq!(
+        mismatch_values(&format!(
+            "k: SHA-256 mismatch: expected {a} (recorded), got {b}: x"
+        )),
+        Some(true)
+    );
+    assert_eq!(
+        mismatch_values(&format!("k: checksum mismatch: expected {a}, got {a}")),
+        Some(false)
+    );
+    assert_eq!(mismatch_values("k: checksum mismatch"), Some(false));
+    assert_eq!(
+        mismatch_values(&format!("the hash chain is broken: {a} vs {b}")),
+        Some(false)
+    );
 }
 
 /// The message names the damaged object: its key (for a reorder, either of the two
@@ -476,7 +527,7 @@ fn run_cases(rig: &Rig, targets: &[Target]) {
             let healed = apply(rig, t, damage);
             let seen = observe(rig, &existing, &fresh);
             rig.heal(&healed);
-            let (by_default, known_gap) = expectation(rig, t, damage);
+            let by_default = caught_by_default(rig, t, damage);
             let mut fail = |what: &str, o: &Output| {
                 failures.push(format!("{case} ({key}): {what}\n{}", text(o)));
             };
@@ -528,7 +579,7 @@ fn run_cases(rig: &Rig, targets: &[Target]) {
                 );
             }
             report.push(format!(
-                "{case:<22} restore: {:<7} verify: {:<7} verify --full: {:<7}{}",
+                "{case:<22} restore: {:<7} verify: {:<7} verify --full: {}",
                 if restore_caught(&seen.restore_new) {
                     "caught"
                 } else {
@@ -544,11 +595,6 @@ fn run_cases(rig: &Rig, targets: &[Target]) {
                 } else {
                     "MISSED"
                 },
-                if known_gap {
-                    "  (verify gap: restore's checksum catches it)"
-                } else {
-                    ""
-                }
             ));
             for (what, o) in [
                 ("restore --force over an existing file", &seen.restore_force),
@@ -557,11 +603,27 @@ fn run_cases(rig: &Rig, targets: &[Target]) {
                 if !restore_caught(o) {
                     fail(&format!("{what} did not fail naming the object"), o);
                 }
+                // A checksum or digest mismatch names both values; a damaged trailer
+                // (the file checksum) and a replaced object (its digest, a hash link or
+                // the database checksum) are always reported as one.
+                let stderr = String::from_utf8_lossy(&o.stderr);
+                match mismatch_values(&stderr) {
+                    Some(true) => {}
+                    Some(false) => fail(
+                        &format!("{what}: the mismatch does not name expected and actual values"),
+                        o,
+                    ),
+                    None if matches!(damage, Damage::FlipTrailer | Damage::Replace) => fail(
+                        &format!("{what}: not reported as a checksum or digest mismatch"),
+                        o,
+                    ),
+                    None => {}
+                }
             }
             if by_default && !verify_caught(&seen.verify) {
                 fail("verify did not exit 1 naming the object", &seen.verify);
             }
-            if !known_gap && !verify_caught(&seen.verify_full) {
+            if !verify_caught(&seen.verify_full) {
                 fail(
                     "verify --full did not exit 1 naming the object",
                     &seen.verify_full,

@@ -128,7 +128,8 @@ pub enum Cmd {
         /// Print a machine-readable JSON report on stdout.
         #[arg(long)]
         json: bool,
-        /// Download every object, decode every page and check SHA-256 digests
+        /// Download every object, decode every page, check SHA-256 digests and that the
+        /// newest state's restore plan rebuilds the database checksum walvault recorded
         /// (default: headers, indexes, trailers and metadata only).
         #[arg(long)]
         full: bool,

@@ -11,8 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use tracing::info;
-use walvault_engine::dbsum::ImageSum;
-use walvault_engine::ltx::Decoder;
+use walvault_engine::ltx::{self, Decoder};
 use walvault_engine::restore_plan::{self, Plan, RemoteFile, Target};
 
 use crate::database::wal_path;
@@ -167,8 +166,22 @@ async fn build(
     }
     progress.finish();
     check_links(plan, &keys, &metas, &digests)?;
-    check_state(plan, &keys, &metas, &state)?;
-    db.set_len(u64::from(state.commit) * u64::from(state.page_size))?;
+    let files: Vec<(&str, Option<&BTreeMap<String, String>>)> = keys
+        .iter()
+        .zip(&metas)
+        .map(|(k, m)| (k.as_str(), m.as_ref()))
+        .collect();
+    if let Some(m) = state_mismatch(&files, state.plan.checksum()) {
+        bail!(
+            "the restored database does not have the checksum {} recorded for: expected {}, got {}: \
+             a file of the plan was replaced or altered{}",
+            m.key,
+            m.expected,
+            m.actual,
+            m.suspects()
+        );
+    }
+    db.set_len(u64::from(state.plan.commit) * u64::from(state.plan.page_size))?;
     db.sync_all()?;
     drop(db);
     if opts.integrity_check {
@@ -179,63 +192,128 @@ async fn build(
 
 #[derive(Default)]
 struct ApplyState {
+    plan: PlanState,
+    pages: u64,
+    buf: Vec<u8>,
+}
+
+/// The database checksum of the state a restore plan builds, from the plan's pages
+/// offered newest file first: the first copy of a page is the one the state holds, pages
+/// above the newest file's size are not part of it, and pages no file holds read as
+/// zeros. Restore feeds it as it writes pages; `verify --full` from the page checksums
+/// it computed while decoding. Memory: a bitmap of the pages seen.
+#[derive(Debug, Default)]
+pub(crate) struct PlanState {
     page_size: u32,
     /// Database size after the newest file: pages above it are not part of the result.
     commit: u32,
     written: Vec<u64>,
-    pages: u64,
-    buf: Vec<u8>,
-    /// Database checksum of the pages written so far.
-    sum: ImageSum,
+    /// XOR of the page checksums of the pages claimed so far.
+    xor: u64,
 }
 
-/// The restored state must have the database checksum walvault recorded for the
-/// newest file of the plan: this catches an older file (a compaction or snapshot, which
-/// carry no hash link) that was replaced or altered. Pages no file wrote read as zeros.
-fn check_state(
-    plan: &Plan,
-    keys: &[String],
-    metas: &[Option<BTreeMap<String, String>>],
-    st: &ApplyState,
-) -> Result<()> {
-    let Some(last) = plan.files.len().checked_sub(1) else {
-        return Ok(());
-    };
-    let Some(recorded) = metas[last]
-        .as_ref()
-        .and_then(|m| m.get(METADATA_DB_CHECKSUM))
-    else {
-        return Ok(());
-    };
-    let mut sum = st.sum.clone();
-    let zeros = vec![0u8; st.page_size as usize];
-    let lock = walvault_engine::ltx::lock_pgno(st.page_size);
-    for pgno in 1..=st.commit {
-        let i = (pgno - 1) as usize;
-        if pgno != lock && st.written[i / 64] & (1 << (i % 64)) == 0 {
-            sum.add(pgno, &zeros);
+impl PlanState {
+    /// Takes the page size and final size from the first (newest) file; later files
+    /// must have the same page size: `Err(page size so far)` otherwise.
+    pub(crate) fn begin_file(&mut self, page_size: u32, commit: u32) -> Result<(), u32> {
+        if self.page_size == 0 {
+            self.page_size = page_size;
+            self.commit = commit;
+            self.written = vec![0u64; (commit as usize).div_ceil(64)];
+            Ok(())
+        } else if self.page_size != page_size {
+            Err(self.page_size)
+        } else {
+            Ok(())
         }
     }
-    let actual = format!("{:016x}", sum.value());
-    if !recorded.eq_ignore_ascii_case(&actual) {
-        let foreign: Vec<&str> = keys
-            .iter()
-            .zip(metas)
-            .filter(|(_, m)| m.as_ref().is_none_or(|m| !m.contains_key(METADATA_SHA256)))
-            .map(|(k, _)| k.as_str())
-            .collect();
-        bail!(
-            "the restored database does not have the checksum {} recorded for: expected {recorded}, got \
-             {actual}: a file of the plan was replaced or altered{}",
-            keys[last],
-            if foreign.is_empty() {
-                String::new()
-            } else {
-                format!(" (files without walvault's digest: {})", foreign.join(", "))
-            }
-        );
+
+    /// Whether this copy of `pgno` is the one the state holds (no newer file had it,
+    /// and it is within the final size); then its checksum must be [`PlanState::add`]ed.
+    pub(crate) fn claim(&mut self, pgno: u32) -> bool {
+        if pgno == 0 || pgno > self.commit {
+            return false;
+        }
+        let (word, bit) = ((pgno - 1) as usize / 64, 1u64 << ((pgno - 1) % 64));
+        if self.written[word] & bit != 0 {
+            return false;
+        }
+        self.written[word] |= bit;
+        true
     }
-    Ok(())
+
+    /// Adds the checksum ([`ltx::page_checksum`]) of a claimed page.
+    pub(crate) fn add(&mut self, page_checksum: u64) {
+        self.xor ^= page_checksum;
+    }
+
+    /// The LTX database checksum of the state (pages never claimed count as zeros,
+    /// the lock page never counts).
+    pub(crate) fn checksum(&self) -> u64 {
+        let mut xor = self.xor;
+        let zeros = vec![0u8; self.page_size as usize];
+        let lock = ltx::lock_pgno(self.page_size);
+        for pgno in 1..=self.commit {
+            let i = (pgno - 1) as usize;
+            if pgno != lock && self.written[i / 64] & (1 << (i % 64)) == 0 {
+                xor ^= ltx::page_checksum(pgno, &zeros);
+            }
+        }
+        ltx::CHECKSUM_FLAG | xor
+    }
+}
+
+/// The state a plan builds differs from the one walvault recorded for its newest file.
+#[derive(Debug)]
+pub(crate) struct StateMismatch {
+    /// The plan's newest file, which carries the recorded checksum.
+    pub(crate) key: String,
+    pub(crate) expected: String,
+    pub(crate) actual: String,
+    /// Files of the plan without walvault's digest (nothing checked their bytes): the
+    /// likely replacements.
+    pub(crate) foreign: Vec<String>,
+}
+
+impl StateMismatch {
+    /// " (files without walvault's digest: ...)", or nothing.
+    pub(crate) fn suspects(&self) -> String {
+        if self.foreign.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (files without walvault's digest: {})",
+                self.foreign.join(", ")
+            )
+        }
+    }
+}
+
+/// Compares `actual`, the database checksum of the state a plan builds, with the
+/// `walvault-db-checksum` recorded for the plan's newest file (`files`: the plan's keys
+/// and metadata, oldest first). This catches an older file (a compaction or a
+/// snapshot, which no hash link points at) that was replaced or altered. `None` when
+/// they agree or nothing was recorded (Litestream's files, files after a crash).
+pub(crate) fn state_mismatch(
+    files: &[(&str, Option<&BTreeMap<String, String>>)],
+    actual: u64,
+) -> Option<StateMismatch> {
+    let (key, meta) = files.last()?;
+    let recorded = meta.and_then(|m| m.get(METADATA_DB_CHECKSUM))?;
+    let actual = format!("{actual:016x}");
+    if recorded.trim().eq_ignore_ascii_case(&actual) {
+        return None;
+    }
+    Some(StateMismatch {
+        key: key.to_string(),
+        expected: recorded.trim().to_ascii_lowercase(),
+        actual,
+        foreign: files
+            .iter()
+            .filter(|(_, m)| m.is_none_or(|m| !m.contains_key(METADATA_SHA256)))
+            .map(|(k, _)| k.to_string())
+            .collect(),
+    })
 }
 
 /// Decodes one downloaded file (verifying its LTX checksums) and writes the pages no
@@ -262,32 +340,24 @@ fn apply_file(
             f.id.max_txid
         );
     }
-    if st.page_size == 0 {
-        st.page_size = h.page_size;
-        st.commit = h.commit;
-        st.buf = vec![0u8; h.page_size as usize];
-        st.written = vec![0u64; (h.commit as usize).div_ceil(64)];
-    } else if st.page_size != h.page_size {
+    if let Err(newer) = st.plan.begin_file(h.page_size, h.commit) {
         bail!(
-            "{key}: page size {} differs from the newer files' {}",
-            h.page_size,
-            st.page_size
+            "{key}: page size {} differs from the newer files' {newer}",
+            h.page_size
         );
+    }
+    if st.buf.len() != h.page_size as usize {
+        st.buf = vec![0u8; h.page_size as usize];
     }
     while let Some(pgno) = dec
         .next_page(&mut st.buf)
         .with_context(|| format!("{key}: corrupt page data"))?
     {
-        if pgno > st.commit {
+        if !st.plan.claim(pgno) {
             continue;
         }
-        let (word, bit) = ((pgno - 1) as usize / 64, 1u64 << ((pgno - 1) % 64));
-        if st.written[word] & bit != 0 {
-            continue;
-        }
-        st.written[word] |= bit;
-        db.write_all_at(&st.buf, u64::from(pgno - 1) * u64::from(st.page_size))?;
-        st.sum.add(pgno, &st.buf);
+        db.write_all_at(&st.buf, u64::from(pgno - 1) * u64::from(h.page_size))?;
+        st.plan.add(ltx::page_checksum(pgno, &st.buf));
         st.pages += 1;
     }
     let reader = dec
@@ -331,10 +401,10 @@ fn check_links(
             && actual != link
         {
             bail!(
-                "{}: the hash chain is broken: it extends a file with SHA-256 {link}, but {} has {actual}: \
-                 a file was replaced or reordered",
-                keys[i],
-                keys[i - 1]
+                "{}: the hash chain is broken: it is not the file {} extends: SHA-256 expected {link} \
+                 (that file's {METADATA_PREV_SHA256}), got {actual}: a file was replaced or reordered",
+                keys[i - 1],
+                keys[i]
             );
         }
     }
@@ -426,4 +496,74 @@ fn remove_db_files(path: &Path) {
     let _ = fs::remove_file(path);
     let _ = fs::remove_file(wal_path(path));
     let _ = fs::remove_file(shm_path(path));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use walvault_engine::dbsum::PageSums;
+
+    fn page(b: u8) -> Vec<u8> {
+        vec![b; 512]
+    }
+
+    fn offer(st: &mut PlanState, pages: &[(u32, u8)]) {
+        for &(pgno, b) in pages {
+            if st.claim(pgno) {
+                st.add(ltx::page_checksum(pgno, &page(b)));
+            }
+        }
+    }
+
+    /// Newest file first: its copy of a page wins, pages above its size are dropped,
+    /// pages no file holds count as zeros; the result is the checksum of that image as
+    /// the replicator's table computes it.
+    #[test]
+    fn plan_state_is_the_checksum_of_the_image_the_plan_builds() {
+        let mut st = PlanState::default();
+        st.begin_file(512, 5).unwrap();
+        offer(&mut st, &[(2, 20), (7, 70)]);
+        assert_eq!(st.begin_file(1024, 9), Err(512));
+        st.begin_file(512, 9).unwrap();
+        offer(&mut st, &[(1, 1), (2, 2), (3, 3)]);
+        let mut image = PageSums::new_image(0);
+        for (pgno, b) in [(1, 1), (2, 20), (3, 3)] {
+            image.set(pgno, &page(b));
+        }
+        image.resize(5, 512);
+        assert_eq!(st.checksum(), image.value());
+        // The older copy of page 2 would give another state.
+        image.set(2, &page(2));
+        assert_ne!(st.checksum(), image.value());
+    }
+
+    #[test]
+    fn state_mismatch_names_the_newest_file_and_the_files_without_a_digest() {
+        let meta = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let sha = "a".repeat(64);
+        let snap = meta(&[(METADATA_SHA256, &sha)]);
+        let newest = meta(&[
+            (METADATA_SHA256, &sha),
+            (METADATA_DB_CHECKSUM, "80000000000000AB"),
+        ]);
+        let files = [
+            ("snap", Some(&snap)),
+            ("compacted", None),
+            ("newest", Some(&newest)),
+        ];
+        assert!(state_mismatch(&files, 0x8000_0000_0000_00ab).is_none());
+        let m = state_mismatch(&files, 0x8000_0000_0000_00ac).unwrap();
+        assert_eq!(
+            (m.key.as_str(), m.expected.as_str(), m.actual.as_str()),
+            ("newest", "80000000000000ab", "80000000000000ac")
+        );
+        assert_eq!(m.foreign, vec!["compacted".to_string()]);
+        // Nothing recorded (Litestream's files): nothing to compare.
+        assert!(state_mismatch(&files[..2], 1).is_none());
+    }
 }

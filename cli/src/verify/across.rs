@@ -238,6 +238,55 @@ pub(super) fn growth_problems(entries: &[Entry], plan: &restore_plan::Plan) -> V
     problems
 }
 
+/// `--full`: the state the restore plan builds must have the database checksum
+/// walvault recorded for the plan's newest file, as restore checks it (shared code:
+/// [`crate::restore::PlanState`], [`crate::restore::state_mismatch`]). Skipped when a
+/// file of the plan could not be decoded (reported on its own) or nothing was recorded.
+pub(super) fn state_problems(entries: &[Entry], plan: &restore_plan::Plan) -> Vec<Problem> {
+    let by_id: BTreeMap<FileId, &Entry> = entries.iter().map(|e| (e.file.id, e)).collect();
+    let Some(files) = plan
+        .files
+        .iter()
+        .map(|f| by_id.get(&f.id).copied())
+        .collect::<Option<Vec<&Entry>>>()
+    else {
+        return Vec::new();
+    };
+    let mut state = PlanState::default();
+    for e in files.iter().rev() {
+        let (Some(h), Some(sums)) = (e.header, e.page_sums.as_ref()) else {
+            return Vec::new();
+        };
+        if state.begin_file(h.page_size, h.commit).is_err() {
+            return Vec::new(); // Reported as `page_size_mismatch`.
+        }
+        for &(pgno, sum) in sums {
+            if state.claim(pgno) {
+                state.add(sum);
+            }
+        }
+    }
+    let meta: Vec<(&str, Option<&BTreeMap<String, String>>)> = files
+        .iter()
+        .map(|e| (e.key.as_str(), Some(&e.meta)))
+        .collect();
+    let Some(m) = state_mismatch(&meta, state.checksum()) else {
+        return Vec::new();
+    };
+    vec![problem(
+        "state_checksum_mismatch",
+        &m.key,
+        format!(
+            "the state the restore plan to {} builds does not have the database checksum this file \
+             records ({METADATA_DB_CHECKSUM}): a file of the plan was replaced or altered{}",
+            hex(plan.txid),
+            m.suspects()
+        ),
+        Some(m.expected),
+        Some(m.actual),
+    )]
+}
+
 // ---------------------------------------------------------------------------
 // Plumbing
 

@@ -19,7 +19,10 @@
 //!   a compaction or snapshot covers them, which leaves no TXID uncovered, so that is
 //!   not reported); the restore plan to the newest TXID reaches it and each file in it
 //!   holds the pages its growth needs; the hash chain: `walvault-prev-sha256` of each
-//!   walvault file equals the digest of the file it extends.
+//!   walvault file equals the digest of the file it extends; `--full`: the state the
+//!   restore plan to the newest TXID builds has the database checksum walvault recorded
+//!   for the plan's newest file (`walvault-db-checksum`), which catches a replaced
+//!   compaction or snapshot that no hash link points at (restore makes the same check).
 //!
 //! Exit codes: 0 no problem, 1 problems (each names its object), 2 cannot verify
 //! (bad URL, unreachable or unreadable store, no backup of that name).
@@ -44,8 +47,10 @@ use walvault_engine::time::format_rfc3339_ms;
 
 use crate::integrity::HashingReader;
 use crate::remote;
+use crate::restore::{PlanState, state_mismatch};
 use crate::storage::{
-    self, METADATA_PREV_SHA256, METADATA_SHA256, METADATA_TIMESTAMP, Store, StoreError,
+    self, METADATA_DB_CHECKSUM, METADATA_PREV_SHA256, METADATA_SHA256, METADATA_TIMESTAMP, Store,
+    StoreError,
 };
 
 mod across;
@@ -195,6 +200,11 @@ struct Entry {
     /// Computed in `--full` mode.
     actual_sha: Option<String>,
     bytes_decoded: u64,
+    /// Metadata, names lowercased.
+    meta: BTreeMap<String, String>,
+    /// `--full`, files of the restore plan: (page number, page checksum) of every page,
+    /// when every page decoded.
+    page_sums: Option<Vec<(u32, u64)>>,
 }
 
 /// Runs every check. `Err` means the backup could not be verified (exit 2).
@@ -217,11 +227,24 @@ pub async fn verify(store: &Store, opts: &VerifyOptions) -> Result<Report> {
     } else {
         CONCURRENCY
     };
+    // `--full` keeps the page checksums of the files the restore plan needs.
+    let planned: BTreeSet<FileId> = if opts.full {
+        reach(&files)
+            .0
+            .iter()
+            .flat_map(|p| &p.files)
+            .map(|f| f.id)
+            .collect()
+    } else {
+        BTreeSet::new()
+    };
     let results = bounded(
         limit,
         files.iter().enumerate().map(|(i, f)| {
             let key = remote::key(store, name, f.id);
-            let tmp = scratch.as_ref().map(|s| s.path(i));
+            let tmp = scratch
+                .as_ref()
+                .map(|s| (s.path(i), planned.contains(&f.id)));
             inspect(store, f.clone(), key, tmp)
         }),
     )
@@ -247,15 +270,12 @@ pub async fn verify(store: &Store, opts: &VerifyOptions) -> Result<Report> {
     problems.extend(hash_chain_problems(&entries, opts.full, &mut links));
     let listed: Vec<RemoteFile> = entries.iter().map(|e| e.file.clone()).collect();
     let latest = listed.iter().map(|f| f.id.max_txid).max().unwrap_or(0);
-    let (reach, plan_complete) = match restore_plan::plan(&listed, Target::Latest) {
-        Ok(p) => (Some(p), true),
-        Err(PlanError::Gap { after }) => {
-            (restore_plan::plan(&listed, Target::Txid(after)).ok(), false)
-        }
-        Err(_) => (None, false),
-    };
+    let (reach, plan_complete) = reach(&listed);
     if let Some(p) = &reach {
         problems.extend(growth_problems(&entries, p));
+        if opts.full {
+            problems.extend(state_problems(&entries, p));
+        }
     }
     dedup(&mut problems);
     // One object's problems together, in key order (level, then TXID).
@@ -305,6 +325,18 @@ pub async fn verify(store: &Store, opts: &VerifyOptions) -> Result<Report> {
         hash_links: links,
         problems,
     })
+}
+
+/// The restore plan to the newest TXID, or as far as the chain reaches; whether it
+/// reaches the newest TXID.
+fn reach(listed: &[RemoteFile]) -> (Option<restore_plan::Plan>, bool) {
+    match restore_plan::plan(listed, Target::Latest) {
+        Ok(p) => (Some(p), true),
+        Err(PlanError::Gap { after }) => {
+            (restore_plan::plan(listed, Target::Txid(after)).ok(), false)
+        }
+        Err(_) => (None, false),
+    }
 }
 
 fn hex(txid: u64) -> String {
@@ -433,6 +465,8 @@ mod tests {
             recorded_prev: prev.map(str::to_string),
             actual_sha: sha.map(str::to_string),
             bytes_decoded: 0,
+            meta: BTreeMap::new(),
+            page_sums: None,
         }
     }
 

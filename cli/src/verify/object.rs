@@ -5,11 +5,13 @@
 use super::*;
 
 /// Reads and checks one object. `Ok(None)`: it disappeared since the listing.
+/// `full`: `--full` mode, the temporary file to download it to and whether to keep its
+/// page checksums.
 pub(super) async fn inspect(
     store: &Store,
     file: RemoteFile,
     key: String,
-    tmp: Option<PathBuf>,
+    full: Option<(PathBuf, bool)>,
 ) -> Result<Option<(Entry, Vec<Problem>)>> {
     let mut problems = Vec::new();
     let meta = match retry(|| store.metadata(&key)).await {
@@ -61,9 +63,11 @@ pub(super) async fn inspect(
         recorded_prev,
         actual_sha: None,
         bytes_decoded: 0,
+        meta,
+        page_sums: None,
     };
-    let found = match tmp {
-        Some(tmp) => read_full(store, &mut entry, &tmp, &mut problems).await?,
+    let found = match full {
+        Some((tmp, sums)) => read_full(store, &mut entry, &tmp, sums, &mut problems).await?,
         None => read_ends(store, &mut entry, &mut problems).await?,
     };
     if !found {
@@ -81,7 +85,7 @@ pub(super) async fn inspect(
                 Some(format!("{}-{}", hex(h.min_txid), hex(h.max_txid))),
             ));
         }
-        if let Some(ts) = meta.get(METADATA_TIMESTAMP)
+        if let Some(ts) = entry.meta.get(METADATA_TIMESTAMP)
             && let Some(ms) = storage::parse_timestamp_ms(ts)
             && ms != h.timestamp_ms
         {
@@ -417,12 +421,13 @@ pub(super) fn check_tail(h: &Header, size: u64, tail_off: u64, tail: &[u8]) -> T
     Tail::Pages(pages)
 }
 
-/// `--full`: downloads the object into `tmp`, hashes and decodes all of it.
-/// `Ok(false)` when the object is gone.
+/// `--full`: downloads the object into `tmp`, hashes and decodes all of it (keeping
+/// each page's checksum with `sums`). `Ok(false)` when the object is gone.
 pub(super) async fn read_full(
     store: &Store,
     e: &mut Entry,
     tmp: &Path,
+    sums: bool,
     problems: &mut Vec<Problem>,
 ) -> Result<bool> {
     match retry(|| store.get_to_file(&e.key, tmp)).await {
@@ -432,7 +437,7 @@ pub(super) async fn read_full(
     }
     let path = tmp.to_path_buf();
     let decoded = tokio::task::spawn_blocking(move || {
-        let r = decode_file(&path);
+        let r = decode_file(&path, sums);
         let _ = fs::remove_file(&path);
         r
     })
@@ -455,7 +460,10 @@ pub(super) async fn read_full(
         }
     }
     match decoded.body {
-        Ok(pages) => e.pages = Some(pages),
+        Ok(pages) => {
+            e.pages = Some(pages);
+            e.page_sums = decoded.page_sums;
+        }
         Err(err) => {
             let (expected, actual) = match &err {
                 LtxError::ChecksumMismatch { expected, actual } => (
@@ -482,16 +490,20 @@ pub(super) struct Decoded {
     pub(super) body: Result<Vec<u32>, LtxError>,
     pub(super) sha256: String,
     pub(super) bytes: u64,
+    /// (page number, page checksum) of every page, when asked for.
+    pub(super) page_sums: Option<Vec<(u32, u64)>>,
 }
 
-/// Reads `path` once: SHA-256 of every byte, header, every page, index and trailer.
-pub(super) fn decode_file(path: &Path) -> io::Result<Decoded> {
+/// Reads `path` once: SHA-256 of every byte, header, every page, index and trailer;
+/// with `sums`, each page's checksum.
+pub(super) fn decode_file(path: &Path, sums: bool) -> io::Result<Decoded> {
     let mut head = Vec::with_capacity(HEADER_SIZE);
     File::open(path)?
         .take(HEADER_SIZE as u64)
         .read_to_end(&mut head)?;
     let mut r = HashingReader::new(BufReader::with_capacity(256 * 1024, File::open(path)?));
     let mut header = Err(LtxError::Truncated("header"));
+    let mut page_sums = sums.then(Vec::new);
     let body = match Decoder::new(&mut r) {
         Err(e) => Err(e),
         Ok(mut dec) => {
@@ -500,7 +512,11 @@ pub(super) fn decode_file(path: &Path) -> io::Result<Decoded> {
             let mut result = Ok(());
             loop {
                 match dec.next_page(&mut buf) {
-                    Ok(Some(_)) => {}
+                    Ok(Some(pgno)) => {
+                        if let Some(s) = page_sums.as_mut() {
+                            s.push((pgno, ltx::page_checksum(pgno, &buf)));
+                        }
+                    }
                     Ok(None) => break,
                     Err(e) => {
                         result = Err(e);
@@ -522,6 +538,7 @@ pub(super) fn decode_file(path: &Path) -> io::Result<Decoded> {
         body,
         sha256,
         bytes,
+        page_sums,
     })
 }
 

@@ -65,6 +65,13 @@ pub(super) fn recommendation(kind: &str) -> &'static str {
         "no_snapshot" => {
             "nothing can be restored: run `walvault snapshot` on the source database now"
         }
+        "state_checksum_mismatch" => {
+            "a file of the newest state's restore plan was replaced or altered (another writer, \
+             or a damaged compaction or snapshot; the files without walvault's digest are the \
+             suspects): restore refuses this state; make sure only one tool replicates this \
+             database, put back intact copies if you have them, and run `walvault snapshot` on \
+             the source"
+        }
         "missing_growth_pages" => {
             "a restore through this file cannot rebuild the pages the database grew by (Litestream \
              refuses it with \"nonsequential page numbers\"): run `walvault snapshot` on the source"
