@@ -41,7 +41,17 @@ fn litestream_to_walvault() {
     let ls = Litestream::start(&rig, &rig.ls_config(&db, "p", "2s"));
     // Only Litestream checkpoints.
     let mut work = Workload::open(&db, 3).without_autocheckpoint();
-    work_in_rounds(&mut work, 6, 150, Duration::from_millis(600));
+    // The source at three points, each where a level-1 file ends (its L0 files are
+    // retired after 2 s, so only L1 ends stay restorable).
+    let mut points = Vec::new();
+    for round in 0..6 {
+        work.run(150, (round == 3).then_some(75));
+        if round % 2 == 0 {
+            record_point(&rig, "p", "lsdb", &db, Settle::L1AtTip, &mut points);
+        } else {
+            std::thread::sleep(Duration::from_millis(600));
+        }
+    }
     assert!(work.page_count() > 300, "the database should grow");
     // Long enough for an L1 compaction, a snapshot of a non-trivial state, Litestream's
     // own checkpoints (WAL restarts: several salts) and retired L0 files.
@@ -67,7 +77,9 @@ fn litestream_to_walvault() {
     rig.wv_restore("p", "lsdb", &out, None);
     assert_eq!(same_pages(&db, &out), work.page_count());
     integrity_ok(&out);
-    // Earlier points equal Litestream's own restores, by TXID and by time.
+    // The recorded points restore to the source as it was then, with both tools...
+    restores_equal_source(&rig, "p", "lsdb", &points);
+    // ... and other earlier points equal Litestream's own restores, by TXID and time.
     both_tools_agree_at(&rig, "p", "lsdb", &sample_txids(&files));
     let span = upload_span(&rig, "p", "lsdb");
     both_tools_agree_at_times(&rig, "p", "lsdb", &sample_times(&files, span));
@@ -85,14 +97,19 @@ fn walvault_to_litestream() {
     create_db(&db);
     let (url, log) = (rig.wv_url("p"), rig.path("watch.log"));
     let mut work = Workload::open(&db, 5);
+    // The source at four points: before the snapshot, after it, after the full-database
+    // L0 file and after the fence.
+    let mut points = Vec::new();
     let w = Watcher::start(&[&db], &url, &rig.env(), &log);
     work_in_rounds(&mut work, 3, 200, Duration::from_millis(150));
+    record_point(&rig, "p", "wvdb", &db, Settle::Tip, &mut points);
     w.stop();
     // A level-9 snapshot in the middle of the chain.
     let o = run(&["snapshot", db.to_str().unwrap(), "-b", &url], &rig.env());
     assert!(o.status.success(), "walvault snapshot: {}", output_text(&o));
     let w = Watcher::start(&[&db], &url, &rig.env(), &log);
     work_in_rounds(&mut work, 2, 200, Duration::from_millis(150));
+    record_point(&rig, "p", "wvdb", &db, Settle::Tip, &mut points);
     // The application checkpoints and restarts the WAL behind walvault's back:
     // walvault continues with a full-database L0 file.
     work.conn()
@@ -100,6 +117,7 @@ fn walvault_to_litestream() {
         .unwrap();
     work_in_rounds(&mut work, 2, 200, Duration::from_millis(150));
     assert!(work.page_count() > 300, "the database should grow");
+    record_point(&rig, "p", "wvdb", &db, Settle::Tip, &mut points);
     // SIGKILL: the next run fences off the TXIDs the dead one may have used, so its
     // first file spans them (decision 17). (After a pause, so that no upload is in
     // flight: a late PUT landing beside the fenced file is the simulator's business.)
@@ -108,7 +126,9 @@ fn walvault_to_litestream() {
     let before_kill = tip(&rig.files("p", "wvdb"));
     work_in_rounds(&mut work, 1, 100, Duration::from_millis(50));
     let w = Watcher::start(&[&db], &url, &rig.env(), &log);
-    work_in_rounds(&mut work, 2, 200, Duration::from_millis(150));
+    work_in_rounds(&mut work, 1, 200, Duration::from_millis(150));
+    record_point(&rig, "p", "wvdb", &db, Settle::Tip, &mut points);
+    work_in_rounds(&mut work, 1, 200, Duration::from_millis(150));
     w.stop();
     let files = rig.files("p", "wvdb");
     // (A PUT of the killed process may still land after `before_kill` was listed, so
@@ -165,7 +185,10 @@ fn walvault_to_litestream() {
     let out = rig.path("wvdb-latest.db");
     rig.ls_restore("p", "wvdb", &out, None);
     assert_eq!(same_pages(&db, &out), work.page_count());
-    // ... and every earlier point the way walvault does.
+    // ... both tools restore the recorded points to the source as it was then...
+    assert!(points.iter().any(|p| p.txid > fenced.max_txid));
+    restores_equal_source(&rig, "p", "wvdb", &points);
+    // ... and every other earlier point the way walvault does.
     both_tools_agree_at(&rig, "p", "wvdb", &sample_txids(&files));
     let span = upload_span(&rig, "p", "wvdb");
     both_tools_agree_at_times(&rig, "p", "wvdb", &sample_times(&files, span));
@@ -309,13 +332,19 @@ fn mixed_history_litestream_first() {
     let config = rig.ls_config(&db, "m", "1h");
     let mut work = Workload::open(&db, 9).without_autocheckpoint();
 
+    // The source at points of every stage, restored from the final history.
+    let mut points = Vec::new();
     let ls = Litestream::start(&rig, &config);
-    work_in_rounds(&mut work, 3, 150, Duration::from_millis(400));
+    work_in_rounds(&mut work, 2, 150, Duration::from_millis(400));
+    record_point(&rig, "m", "mixa", &db, Settle::Tip, &mut points);
+    work_in_rounds(&mut work, 1, 150, Duration::from_millis(400));
+    record_point(&rig, "m", "mixa", &db, Settle::Tip, &mut points);
     ls.stop();
     let stage1 = rig.files("m", "mixa");
 
     let w = Watcher::start(&[&db], &url, &rig.env(), &log);
     work_in_rounds(&mut work, 2, 150, Duration::from_millis(150));
+    record_point(&rig, "m", "mixa", &db, Settle::Tip, &mut points);
     w.stop();
     let stage2 = rig.files("m", "mixa");
     let ours = assert_walvault_continued(&stage1, &stage2);
@@ -333,6 +362,7 @@ fn mixed_history_litestream_first() {
     // Litestream continues walvault's chain (and compacts walvault's files).
     let ls = Litestream::start(&rig, &config);
     work_in_rounds(&mut work, 2, 150, Duration::from_millis(400));
+    record_point(&rig, "m", "mixa", &db, Settle::Tip, &mut points);
     ls.stop();
     let stage3 = rig.files("m", "mixa");
     let theirs = new_files(&stage2, &stage3);
@@ -349,7 +379,10 @@ fn mixed_history_litestream_first() {
     checkpoint_truncate(&db);
     work.run(50, None);
     let w = Watcher::start(&[&db], &url, &rig.env(), &log);
-    work.run(150, None); // no VACUUM: only the first file may hold every page
+    // (No VACUUM: only the first file may hold every page.)
+    work.run(100, None);
+    record_point(&rig, "m", "mixa", &db, Settle::Tip, &mut points);
+    work.run(50, None);
     w.stop();
     let stage4 = rig.files("m", "mixa");
     let ours = assert_walvault_continued(&stage3, &stage4);
@@ -360,6 +393,7 @@ fn mixed_history_litestream_first() {
     assert_eq!(ours.iter().filter(|f| is_full(f)).count(), 1);
     both_restore_latest(&rig, "m", "mixa", &db, "4");
     assert_verify_ok(&url, "mixa", &rig.env());
+    restores_equal_source(&rig, "m", "mixa", &points);
     both_tools_agree_at(&rig, "m", "mixa", &sample_txids(&stage4));
 }
 
@@ -374,13 +408,21 @@ fn mixed_history_walvault_first() {
     create_db(&db);
     let mut work = Workload::open(&db, 13).without_autocheckpoint();
     let log = rig.path("watch-mixb.log");
+    // The source at points of both stages, restored from the final history (where
+    // Litestream's L1 files and snapshots span walvault's points).
+    let mut points = Vec::new();
     let w = Watcher::start(&[&db], &rig.wv_url("m"), &rig.env(), &log);
-    work_in_rounds(&mut work, 3, 150, Duration::from_millis(150));
+    work_in_rounds(&mut work, 2, 150, Duration::from_millis(150));
+    record_point(&rig, "m", "mixb", &db, Settle::Tip, &mut points);
+    work_in_rounds(&mut work, 1, 150, Duration::from_millis(150));
+    record_point(&rig, "m", "mixb", &db, Settle::Tip, &mut points);
     w.stop();
     let before = rig.files("m", "mixb");
 
     let ls = Litestream::start(&rig, &rig.ls_config(&db, "m", "1h"));
-    work_in_rounds(&mut work, 3, 150, Duration::from_millis(400));
+    work_in_rounds(&mut work, 2, 150, Duration::from_millis(400));
+    record_point(&rig, "m", "mixb", &db, Settle::Tip, &mut points);
+    work_in_rounds(&mut work, 1, 150, Duration::from_millis(400));
     // Litestream compacts walvault's files into L1 and snapshots past walvault's tip.
     let wv_tip = tip(&before);
     wait_for_files(&rig, "m", "mixb", &ls, |files| {
@@ -394,6 +436,7 @@ fn mixed_history_walvault_first() {
     let after = rig.files("m", "mixb");
     both_restore_latest(&rig, "m", "mixb", &db, "latest");
     assert_verify_ok(&rig.wv_url("m"), "mixb", &rig.env());
+    restores_equal_source(&rig, "m", "mixb", &points);
     both_tools_agree_at(&rig, "m", "mixb", &sample_txids(&after));
 }
 
