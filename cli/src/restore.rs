@@ -411,35 +411,35 @@ fn check_links(
     Ok(())
 }
 
-/// A one-line progress display on a terminal; silent when stderr is not one.
+/// A one-line progress display on a terminal (the first file, then at most every
+/// 200 ms); silent when stderr is not one.
 struct Progress<'a> {
     name: &'a str,
     on: bool,
     files: (usize, usize),
     bytes: (u64, u64),
     started: std::time::Instant,
-    last: std::time::Instant,
+    last: Option<std::time::Instant>,
 }
 
 impl<'a> Progress<'a> {
     fn new(name: &'a str, files: usize, bytes: u64) -> Self {
-        let now = std::time::Instant::now();
         let on = std::io::stderr().is_terminal();
         Progress {
             name,
             on,
             files: (0, files),
             bytes: (0, bytes),
-            started: now,
-            last: now,
+            started: std::time::Instant::now(),
+            last: None,
         }
     }
 
     fn advance(&mut self, bytes: u64) {
         self.files.0 += 1;
         self.bytes.0 += bytes;
-        if self.on && self.last.elapsed().as_millis() >= 200 {
-            self.last = std::time::Instant::now();
+        if self.on && self.last.is_none_or(|t| t.elapsed().as_millis() >= 200) {
+            self.last = Some(std::time::Instant::now());
             let done = self.bytes.0 as f64 / self.bytes.1.max(1) as f64;
             let elapsed = self.started.elapsed().as_secs_f64();
             let eta = if done > 0.0 {
