@@ -1,10 +1,17 @@
 //! Deliberately broken behaviours, switched on per run, that the invariants must catch.
-//! The engine may not be edited for them, so each one breaks the simulated shell's
-//! side of the contract (what production's replicate_task.rs/database.rs do) in a way
-//! that reproduces a known class of replicator bug. `tests/mutations.rs` shows each
-//! is caught, and by which invariant, within a stated number of seeds.
+//! Two kinds, each reproducing a known class of replicator bug:
+//!
+//! - *shell* mutations break the simulated shell's side of the contract (what
+//!   production's replicate_task.rs/database.rs do);
+//! - *engine* mutations (`engine-*`) break the real engine at its decision points
+//!   (walvault-engine's `mutations` feature, `replicator/mutation.rs`), switched on
+//!   with `Replicator::set_mutation` in every engine the run starts.
+//!
+//! `tests/mutations.rs` shows each is caught, and by which invariant, within a stated
+//! number of seeds.
 
 use serde::{Deserialize, Serialize};
+use walvault_engine::replicator::Mutation as EngineMutation;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -35,6 +42,26 @@ pub enum Mutation {
     LostCompletion,
     /// The shell panics on its 50th command.
     PanicInShell,
+    /// Engine: checkpoints before every frame it folds is durable remotely.
+    EngineCheckpointBeforeDurable,
+    /// Engine: no WAL salt check (a reset is continued, never answered with a full file).
+    EngineSkipSaltCheck,
+    /// Engine: a failed upload is forgotten as if stored instead of retried.
+    EngineDropFailedUpload,
+    /// Engine: durability advances past a file still missing (non-contiguous acks).
+    EngineDurablePastHole,
+    /// Engine: TXIDs after a restart follow the local position only (no fence, no tip).
+    EngineReuseTxids,
+    /// Engine: completions applied whatever attempt and state (no attempt numbers).
+    EngineAcceptAnyCompletion,
+    /// Engine: sends without regard to the window.
+    EngineIgnoreWindow,
+    /// Engine: a completion for a file no longer queued panics.
+    EnginePanicOnUnknownCompletion,
+    /// Engine: a failed upload is never retried.
+    EngineNeverRetry,
+    /// Engine: never asks for a checkpoint.
+    EngineNeverCheckpoint,
 }
 
 impl Mutation {
@@ -50,7 +77,34 @@ impl Mutation {
         Mutation::DoublePut,
         Mutation::LostCompletion,
         Mutation::PanicInShell,
+        Mutation::EngineCheckpointBeforeDurable,
+        Mutation::EngineSkipSaltCheck,
+        Mutation::EngineDropFailedUpload,
+        Mutation::EngineDurablePastHole,
+        Mutation::EngineReuseTxids,
+        Mutation::EngineAcceptAnyCompletion,
+        Mutation::EngineIgnoreWindow,
+        Mutation::EnginePanicOnUnknownCompletion,
+        Mutation::EngineNeverRetry,
+        Mutation::EngineNeverCheckpoint,
     ];
+
+    /// The engine's decision point this mutation breaks (`None`: a shell mutation).
+    pub fn engine(self) -> Option<EngineMutation> {
+        Some(match self {
+            Mutation::EngineCheckpointBeforeDurable => EngineMutation::CheckpointBeforeDurable,
+            Mutation::EngineSkipSaltCheck => EngineMutation::SkipSaltCheck,
+            Mutation::EngineDropFailedUpload => EngineMutation::DropFailedUpload,
+            Mutation::EngineDurablePastHole => EngineMutation::DurablePastHole,
+            Mutation::EngineReuseTxids => EngineMutation::ReuseTxids,
+            Mutation::EngineAcceptAnyCompletion => EngineMutation::AcceptAnyCompletion,
+            Mutation::EngineIgnoreWindow => EngineMutation::IgnoreWindow,
+            Mutation::EnginePanicOnUnknownCompletion => EngineMutation::PanicOnUnknownCompletion,
+            Mutation::EngineNeverRetry => EngineMutation::NeverRetry,
+            Mutation::EngineNeverCheckpoint => EngineMutation::NeverCheckpoint,
+            _ => return None,
+        })
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -65,6 +119,16 @@ impl Mutation {
             Mutation::DoublePut => "double-put",
             Mutation::LostCompletion => "lost-completion",
             Mutation::PanicInShell => "panic-in-shell",
+            Mutation::EngineCheckpointBeforeDurable => "engine-checkpoint-before-durable",
+            Mutation::EngineSkipSaltCheck => "engine-skip-salt-check",
+            Mutation::EngineDropFailedUpload => "engine-drop-failed-upload",
+            Mutation::EngineDurablePastHole => "engine-durable-past-hole",
+            Mutation::EngineReuseTxids => "engine-reuse-txids",
+            Mutation::EngineAcceptAnyCompletion => "engine-accept-any-completion",
+            Mutation::EngineIgnoreWindow => "engine-ignore-window",
+            Mutation::EnginePanicOnUnknownCompletion => "engine-panic-on-unknown-completion",
+            Mutation::EngineNeverRetry => "engine-never-retry",
+            Mutation::EngineNeverCheckpoint => "engine-never-checkpoint",
         }
     }
 

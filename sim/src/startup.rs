@@ -115,6 +115,7 @@ impl World {
         let local = s.local;
         let page_size = s.db.page_size;
         let mut engine = Replicator::new(self.params.engine_config(self.inc));
+        engine.set_mutation(self.mutation.and_then(Mutation::engine));
         self.trace.record(
             self.now,
             "engine-start",

@@ -158,6 +158,7 @@ impl World {
             return;
         }
         let mut e = Replicator::new(self.params.engine_config(self.inc + 1));
+        e.set_mutation(self.mutation.and_then(crate::mutation::Mutation::engine));
         e.handle(
             self.now(),
             walvault_engine::replicator::Input::Start {

@@ -2,6 +2,8 @@
 //! (mutation.rs) is caught, by that invariant, within the stated number of seeds
 //! (seeds 0, 1, 2, ... with the sweep's own swarm parameters). BATTLE_TESTING.md
 //! reports the same numbers; raising a bound here means the invariant got weaker.
+//! Two tables: mutations of the simulated shell, and mutations of the real engine at
+//! its decision points (walvault-engine's `mutations` feature).
 
 use walvault_sim::invariant::Inv;
 use walvault_sim::mutation::Mutation;
@@ -27,6 +29,36 @@ const TABLE: &[(Mutation, &[Inv], u64)] = &[
     (Mutation::LostCompletion, &[Inv::Liveness], 2),
 ];
 
+/// The same for the engine's own mutation points (engine/src/replicator/mutation.rs):
+/// a deliberately broken engine, not a broken shell.
+const ENGINE_TABLE: &[(Mutation, &[Inv], u64)] = &[
+    (Mutation::EngineDropFailedUpload, &[Inv::Durability], 2),
+    (Mutation::EngineDurablePastHole, &[Inv::Durability], 1),
+    (Mutation::EngineSkipSaltCheck, &[Inv::Restore], 1),
+    (Mutation::EngineReuseTxids, &[Inv::Chain], 1),
+    (
+        Mutation::EngineCheckpointBeforeDurable,
+        &[Inv::Checkpoint],
+        1,
+    ),
+    (Mutation::EngineAcceptAnyCompletion, &[Inv::Duplicate], 4),
+    (Mutation::EngineIgnoreWindow, &[Inv::Bounds], 2),
+    (Mutation::EnginePanicOnUnknownCompletion, &[Inv::Panic], 2),
+    (Mutation::EngineNeverRetry, &[Inv::Liveness], 2),
+    (Mutation::EngineNeverCheckpoint, &[Inv::Liveness], 1),
+];
+
+const INVARIANTS: [Inv; 8] = [
+    Inv::Durability,
+    Inv::Restore,
+    Inv::Chain,
+    Inv::Checkpoint,
+    Inv::Duplicate,
+    Inv::Bounds,
+    Inv::Panic,
+    Inv::Liveness,
+];
+
 fn first_catch(m: Mutation, within: u64) -> Option<(u64, Inv, String)> {
     walvault_sim::panics::install(true);
     (0..within).find_map(|seed| {
@@ -39,10 +71,9 @@ fn first_catch(m: Mutation, within: u64) -> Option<(u64, Inv, String)> {
     })
 }
 
-#[test]
-fn every_mutation_is_caught_by_its_invariant() {
+fn check_table(table: &[(Mutation, &[Inv], u64)]) {
     let mut problems = Vec::new();
-    for &(m, invs, within) in TABLE {
+    for &(m, invs, within) in table {
         match first_catch(m, within) {
             None => problems.push(format!("{m}: not caught within {within} seeds")),
             Some((seed, inv, detail)) if !invs.contains(&inv) => problems.push(format!(
@@ -57,21 +88,34 @@ fn every_mutation_is_caught_by_its_invariant() {
 }
 
 #[test]
-fn every_invariant_has_a_mutation() {
-    for inv in [
-        Inv::Durability,
-        Inv::Restore,
-        Inv::Chain,
-        Inv::Checkpoint,
-        Inv::Duplicate,
-        Inv::Bounds,
-        Inv::Panic,
-        Inv::Liveness,
-    ] {
-        assert!(
-            TABLE.iter().any(|(_, invs, _)| invs[0] == inv),
-            "no mutation targets {}",
-            inv.name()
-        );
+fn every_shell_mutation_is_caught_by_its_invariant() {
+    check_table(TABLE);
+}
+
+#[test]
+fn every_engine_mutation_is_caught_by_its_invariant() {
+    check_table(ENGINE_TABLE);
+}
+
+#[test]
+fn every_invariant_has_a_shell_and_an_engine_mutation() {
+    for inv in INVARIANTS {
+        for (kind, table) in [("shell", TABLE), ("engine", ENGINE_TABLE)] {
+            assert!(
+                table.iter().any(|(_, invs, _)| invs[0] == inv),
+                "no {kind} mutation targets {}",
+                inv.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn every_mutation_is_in_a_table() {
+    for &m in Mutation::ALL {
+        let engine = ENGINE_TABLE.iter().any(|(e, ..)| *e == m);
+        let shell = TABLE.iter().any(|(s, ..)| *s == m);
+        assert!(engine ^ shell, "{m}: in no table or in both");
+        assert_eq!(engine, m.engine().is_some(), "{m}: in the wrong table");
     }
 }

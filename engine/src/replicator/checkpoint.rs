@@ -7,14 +7,17 @@ use super::*;
 impl Replicator {
     /// Starts a checkpoint when the WAL is long enough and everything read is durable.
     pub(super) fn maybe_checkpoint(&mut self) {
+        // Mutation: do not wait until everything read is durable.
+        let early = self.mutated(M::CheckpointBeforeDurable);
         if self.shutdown
             || self.phase != Phase::Streaming
             || self.reading.is_some()
             || self.ckpt != Ckpt::Idle
             || self.now.mono_ms < self.ckpt_not_before
-            || !self.queue.is_empty()
-            || !self.follow.batch.is_empty()
+            || (!self.queue.is_empty() && !early)
+            || (!self.follow.batch.is_empty() && !early)
             || self.need_snapshot.is_some()
+            || self.mutated(M::NeverCheckpoint)
         {
             return;
         }
@@ -71,9 +74,10 @@ impl Replicator {
         let Ckpt::Locked { mode, .. } = self.ckpt else {
             return;
         };
+        let early = self.mutated(M::CheckpointBeforeDurable);
         if self.reading.is_some()
-            || !self.queue.is_empty()
-            || !self.follow.batch.is_empty()
+            || (!self.queue.is_empty() && !early)
+            || (!self.follow.batch.is_empty() && !early)
             || self.need_snapshot.is_some()
         {
             return;

@@ -7,6 +7,7 @@
 mod checkpoint;
 mod cutting;
 mod follow;
+mod mutation;
 mod queue;
 mod reading;
 mod types;
@@ -18,6 +19,8 @@ mod tests;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+#[cfg(feature = "mutations")]
+pub use mutation::Mutation;
 pub use types::*;
 
 use crate::backoff::Backoff;
@@ -27,6 +30,7 @@ use crate::spec::{FileSpec, PageSet, PageSource};
 use crate::time::Now;
 use crate::wal::{WAL_HEADER_SIZE, WalChange, WalHeader};
 use follow::{Follower, ReadOutcome};
+use mutation::Mutation as M;
 use queue::{Entry, Queue, State};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,6 +107,9 @@ pub struct Replicator {
     /// `Some(false)`: a level-9 snapshot is wanted before stopping; `Some(true)`: cut.
     stop_snapshot: Option<bool>,
     out: VecDeque<Command>,
+    /// A deliberately broken decision (mutation.rs); `None` unless a test sets one.
+    #[cfg(feature = "mutations")]
+    mutation: Option<mutation::Mutation>,
 }
 
 impl Replicator {
@@ -135,6 +142,8 @@ impl Replicator {
             final_read_done: false,
             stop_snapshot: None,
             out: VecDeque::new(),
+            #[cfg(feature = "mutations")]
+            mutation: None,
         }
     }
 
@@ -281,18 +290,22 @@ impl Replicator {
         // not stop cleanly its start plus a fence for the files it may still have had in
         // flight (a run never has more than the queue's length past its durable TXID).
         let local_txid = local.map_or(0, |l| l.txid);
-        let known = remote
+        let mut known = remote
             .max_txid
             .max(local_txid)
             .max(unfinished_run.unwrap_or(0));
         // Without a local position a non-empty store was written by a run this
         // machine knows nothing about (a wiped state directory, another host).
         let unknown_writer = local.is_none() && remote.max_txid > 0;
-        let fence = if unfinished_run.is_none() && !unknown_writer {
+        let mut fence = if unfinished_run.is_none() && !unknown_writer {
             0
         } else {
             fence_width(self.cfg.seed, self.cfg.max_in_flight)
         };
+        if self.mutated(M::ReuseTxids) {
+            // Mutation: trust the local position alone, no fence.
+            (known, fence) = (local_txid, 0);
+        }
         self.next_txid = known.saturating_add(fence).saturating_add(1);
         if fence > 0 {
             self.emit(Event::TxidsFenced {

@@ -83,6 +83,21 @@ impl Queue {
         out
     }
 
+    /// Pops every stored entry, wherever it is: the `durable-past-hole` mutation.
+    #[cfg(feature = "mutations")]
+    pub fn pop_stored(&mut self) -> Vec<Entry> {
+        let (stored, rest): (VecDeque<Entry>, VecDeque<Entry>) = std::mem::take(&mut self.entries)
+            .into_iter()
+            .partition(|e| e.state == State::Stored);
+        self.entries = rest;
+        stored.into()
+    }
+
+    #[cfg(not(feature = "mutations"))]
+    pub fn pop_stored(&mut self) -> Vec<Entry> {
+        self.pop_durable()
+    }
+
     /// Removes every entry from `min_txid` on (they are being replaced).
     pub fn drain_from(&mut self, min_txid: u64) -> Vec<Entry> {
         let keep = self

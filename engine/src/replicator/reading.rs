@@ -96,7 +96,10 @@ impl Replicator {
             }
             return;
         }
+        let skip_salts = self.mutated(M::SkipSaltCheck);
         let continues = match (change, new_header, self.restart_expected) {
+            // Mutation: any restart is taken as a continuation.
+            (WalChange::Reset, Some(_), _) if skip_salts => true,
             // A restart increments salt-1 in the shared WAL index, so exactly one restart
             // since our checkpoint shows as salt-1 + 1. (The checkpoint sequence is kept
             // per connection and is not reliable.) The read that follows every checkpoint
@@ -162,6 +165,19 @@ impl Replicator {
         let same_gen = |r: &ResumePoint| {
             generation.is_some_and(|g| g.header.salt1 == r.salt1 && g.header.salt2 == r.salt2)
         };
+        if self.mutated(M::SkipSaltCheck)
+            && let Some(r) = resume.as_ref()
+            && generation.is_some()
+        {
+            // Mutation: resume whatever generation the WAL is in now; what the scan
+            // collected past the resume offset (or all of it) is shipped as the next file.
+            self.shipped_commit = found.unwrap_or(r.commit);
+            self.emit(Event::Resumed {
+                txid: self.durable.txid,
+                wal_end: r.wal_end,
+            });
+            return;
+        }
         match resume {
             Some(r) if same_gen(&r) && (found.is_some() || r.wal_end == WAL_HEADER_SIZE) => {
                 self.shipped_commit = found.unwrap_or(r.commit);

@@ -14,6 +14,12 @@ impl Replicator {
         let mut outstanding = self.outstanding();
         let now = self.now.mono_ms;
         let mut cmds = Vec::new();
+        // Mutation: the window is not respected.
+        let window = if self.mutated(M::IgnoreWindow) {
+            usize::MAX
+        } else {
+            window
+        };
         for e in self.queue.iter_mut() {
             if outstanding >= window {
                 break;
@@ -50,14 +56,28 @@ impl Replicator {
         if self.orphans.remove(&file) {
             return; // Its slot in the window is free again; the file itself was replaced.
         }
+        let panic_unknown = self.mutated(M::PanicOnUnknownCompletion);
+        let accept_any = self.mutated(M::AcceptAnyCompletion);
+        let (drop_failed, never_retry) = (
+            self.mutated(M::DropFailedUpload),
+            self.mutated(M::NeverRetry),
+        );
         let Some(e) = self.queue.get_mut(file) else {
+            // Mutation: an `expect` on the lookup.
+            assert!(!panic_unknown, "upload completion for {file}, not queued");
             return;
         };
-        if e.state != State::InFlight || e.attempt != attempt {
+        if (e.state != State::InFlight || e.attempt != attempt) && !accept_any {
             return; // A duplicate or late completion changes nothing.
         }
         match result {
             UploadResult::Stored => e.state = State::Stored,
+            // Mutation: a failed upload is forgotten as if stored.
+            UploadResult::Transient(_) | UploadResult::Permanent(_) if drop_failed => {
+                e.state = State::Stored;
+            }
+            // Mutation: a failed upload is never sent again.
+            UploadResult::Transient(_) | UploadResult::Permanent(_) if never_retry => {}
             UploadResult::AlreadyExists | UploadResult::Unknown(_) => {
                 e.state = State::NeedsCheck { not_before: now };
             }
@@ -104,10 +124,14 @@ impl Replicator {
         if self.orphans.remove(&file) {
             return;
         }
+        let panic_unknown = self.mutated(M::PanicOnUnknownCompletion);
+        let accept_any = self.mutated(M::AcceptAnyCompletion);
         let Some(e) = self.queue.get_mut(file) else {
+            // Mutation: an `expect` on the lookup.
+            assert!(!panic_unknown, "check completion for {file}, not queued");
             return;
         };
-        if e.state != State::Checking || e.check_attempt != attempt {
+        if (e.state != State::Checking || e.check_attempt != attempt) && !accept_any {
             return;
         }
         match result {
@@ -149,7 +173,12 @@ impl Replicator {
     }
 
     pub(super) fn advance_durable(&mut self) {
-        let done = self.queue.pop_durable();
+        let done = if self.mutated(M::DurablePastHole) {
+            // Mutation: every stored file counts, even past one still missing.
+            self.queue.pop_stored()
+        } else {
+            self.queue.pop_durable()
+        };
         let Some(last) = done.last() else { return };
         self.durable = last.position;
         for e in &done {

@@ -1,0 +1,95 @@
+//! Deliberately broken decisions of the engine, for the simulator's mutation tests.
+//!
+//! Each one breaks the engine at the decision point where a known class of replicator
+//! bug would live. They exist in the code only with the `mutations` cargo feature
+//! (walvault-sim enables it; the `walvault` binary never does), and even then nothing
+//! changes until a caller switches one on for one engine with
+//! [`Replicator::set_mutation`](super::Replicator::set_mutation): one build serves the
+//! unmutated and every mutated run. Without the feature every check below is the
+//! constant `false`. walvault-sim's `tests/mutations.rs` shows that each is caught, by
+//! which invariant, within a stated number of seeds.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Mutation {
+    /// Checkpoint as soon as the WAL is long enough, without waiting until every frame
+    /// it folds is durable remotely (decision 6's condition dropped).
+    CheckpointBeforeDurable,
+    /// No WAL salt (generation) check: a WAL restarted by someone else is taken as the
+    /// continuation of the one followed, and at start-up the resume point is trusted
+    /// whatever generation the WAL is in now, so a reset is never answered with a full
+    /// file.
+    SkipSaltCheck,
+    /// A failed upload (transient or permanent error) is forgotten as if it were stored
+    /// instead of being retried.
+    DropFailedUpload,
+    /// Durability advances to the newest stored file even when files before it are
+    /// still missing (acknowledgements taken out of order).
+    DurablePastHole,
+    /// On start, new TXIDs follow the local position only: the store's tip, the run
+    /// mark and the fence after an unclean stop are ignored, so TXIDs are reused.
+    ReuseTxids,
+    /// A completion is applied whatever attempt it answers and whatever state its file
+    /// is in (decision 18's attempt numbers ignored).
+    AcceptAnyCompletion,
+    /// Uploads and checks are sent without regard to the window (`max_in_flight`).
+    IgnoreWindow,
+    /// A completion for a file that is no longer queued hits an `expect`.
+    PanicOnUnknownCompletion,
+    /// A failed upload is never retried: it stays "in flight" for ever.
+    NeverRetry,
+    /// No checkpoint is ever requested: the WAL grows without bound.
+    NeverCheckpoint,
+}
+
+#[cfg(feature = "mutations")]
+impl Mutation {
+    pub const ALL: &'static [Mutation] = &[
+        Mutation::CheckpointBeforeDurable,
+        Mutation::SkipSaltCheck,
+        Mutation::DropFailedUpload,
+        Mutation::DurablePastHole,
+        Mutation::ReuseTxids,
+        Mutation::AcceptAnyCompletion,
+        Mutation::IgnoreWindow,
+        Mutation::PanicOnUnknownCompletion,
+        Mutation::NeverRetry,
+        Mutation::NeverCheckpoint,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mutation::CheckpointBeforeDurable => "checkpoint-before-durable",
+            Mutation::SkipSaltCheck => "skip-salt-check",
+            Mutation::DropFailedUpload => "drop-failed-upload",
+            Mutation::DurablePastHole => "durable-past-hole",
+            Mutation::ReuseTxids => "reuse-txids",
+            Mutation::AcceptAnyCompletion => "accept-any-completion",
+            Mutation::IgnoreWindow => "ignore-window",
+            Mutation::PanicOnUnknownCompletion => "panic-on-unknown-completion",
+            Mutation::NeverRetry => "never-retry",
+            Mutation::NeverCheckpoint => "never-checkpoint",
+        }
+    }
+}
+
+impl super::Replicator {
+    /// Switches a deliberately broken decision on (or, with `None`, off) for this
+    /// engine. Only with the `mutations` feature; see the module comment.
+    #[cfg(feature = "mutations")]
+    pub fn set_mutation(&mut self, mutation: Option<Mutation>) {
+        self.mutation = mutation;
+    }
+
+    /// Whether decision point `m` is broken in this engine.
+    #[cfg(feature = "mutations")]
+    #[inline]
+    pub(super) fn mutated(&self, m: Mutation) -> bool {
+        self.mutation == Some(m)
+    }
+
+    #[cfg(not(feature = "mutations"))]
+    #[inline(always)]
+    pub(super) fn mutated(&self, _m: Mutation) -> bool {
+        false
+    }
+}
