@@ -247,10 +247,40 @@ fn refuse_if_litestream_is_running(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The pid of a running `litestream replicate` that covers `db` (an absolute path).
-fn litestream_replicating(db: &Path) -> Option<u32> {
-    let db_s = db.to_string_lossy();
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+/// A running `litestream replicate`: its pid, working directory and arguments.
+struct LitestreamProcess {
+    pid: u32,
+    cwd: PathBuf,
+    args: Vec<String>,
+}
+
+/// How long one scan of `/proc` answers for: `watch` opens its databases one after the
+/// other, and 1 000 databases must not mean 1 000 scans of every process's cmdline.
+const PROCESS_SCAN_REUSE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The running `litestream replicate` processes, from a scan at most
+/// [`PROCESS_SCAN_REUSE`] old.
+fn litestream_processes() -> std::sync::Arc<Vec<LitestreamProcess>> {
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+    static LAST: Mutex<Option<(Instant, Arc<Vec<LitestreamProcess>>)>> = Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((at, found)) = last.as_ref()
+        && at.elapsed() < PROCESS_SCAN_REUSE
+    {
+        return Arc::clone(found);
+    }
+    let found = Arc::new(scan_litestream_processes());
+    *last = Some((Instant::now(), Arc::clone(&found)));
+    found
+}
+
+fn scan_litestream_processes() -> Vec<LitestreamProcess> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
         let Some(pid) = entry
             .file_name()
             .to_str()
@@ -273,22 +303,32 @@ fn litestream_replicating(db: &Path) -> Option<u32> {
             continue;
         }
         let cwd = std::fs::read_link(entry.path().join("cwd")).unwrap_or_default();
-        let names_db = |arg: &str| std::fs::canonicalize(cwd.join(arg)).is_ok_and(|p| p == db);
-        if args
+        found.push(LitestreamProcess { pid, cwd, args });
+    }
+    found
+}
+
+/// The pid of a running `litestream replicate` that covers `db` (an absolute path).
+fn litestream_replicating(db: &Path) -> Option<u32> {
+    let db_s = db.to_string_lossy();
+    for p in litestream_processes().iter() {
+        let names_db = |arg: &str| std::fs::canonicalize(p.cwd.join(arg)).is_ok_and(|c| c == db);
+        if p.args
             .iter()
             .skip(2)
             .any(|a| !a.starts_with('-') && names_db(a))
         {
-            return Some(pid);
+            return Some(p.pid);
         }
-        let config = args
+        let config = p
+            .args
             .iter()
             .position(|a| a == "-config" || a == "--config")
-            .and_then(|i| args.get(i + 1))
-            .map(|c| cwd.join(c))
+            .and_then(|i| p.args.get(i + 1))
+            .map(|c| p.cwd.join(c))
             .unwrap_or_else(|| PathBuf::from("/etc/litestream.yml"));
         if std::fs::read_to_string(&config).is_ok_and(|text| text.contains(db_s.as_ref())) {
-            return Some(pid);
+            return Some(p.pid);
         }
     }
     None
