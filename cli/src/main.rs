@@ -16,9 +16,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, cli.verbose);
     walvault::memory::return_freed_memory();
+    walvault::memory::small_sqlite_connections();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        // WAL reads, staging and persists run in `block_in_place`; with many databases
+        // Large WAL reads and files, checkpoints run in `block_in_place`; with many databases
         // an unbounded pool grows to hundreds of threads, each with a stack and an arena.
         .max_blocking_threads(8)
         .enable_all()

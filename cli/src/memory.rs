@@ -16,3 +16,26 @@ pub fn return_freed_memory() {
         libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024);
     }
 }
+
+/// SQLite's process-wide defaults for walvault's own connections (one or two per
+/// database, which only read a few pages and the WAL index): no lookaside buffer
+/// (48 kB each), and no up-front bulk allocation of 20 page-cache slots (~85 kB each);
+/// pages are allocated as they are used. Must run before SQLite is initialised, i.e.
+/// before the first connection opens; afterwards SQLite refuses it (SQLITE_MISUSE),
+/// which is harmless.
+pub fn small_sqlite_connections() {
+    use rusqlite::ffi;
+    use std::ffi::{c_int, c_void};
+    // SAFETY: sqlite3_config is called before any connection exists and takes the
+    // documented arguments: LOOKASIDE (int size, int count), PAGECACHE (void* buffer,
+    // int size, int count). A null buffer with zero slots means "no pre-allocation".
+    unsafe {
+        ffi::sqlite3_config(ffi::SQLITE_CONFIG_LOOKASIDE, 0 as c_int, 0 as c_int);
+        ffi::sqlite3_config(
+            ffi::SQLITE_CONFIG_PAGECACHE,
+            std::ptr::null_mut::<c_void>(),
+            0 as c_int,
+            0 as c_int,
+        );
+    }
+}

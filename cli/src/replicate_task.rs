@@ -46,6 +46,29 @@ enum Completion {
 /// stays bounded by the upload window whatever the transaction size.
 const IN_MEMORY_BYTES: u64 = 1 << 20;
 
+/// Local file work up to this size (a WAL read, building a small file) runs right on the
+/// task: handing it to another thread costs more (futex wake-ups, thread start-up) than
+/// the read itself. Larger work goes through `block_in_place`.
+const INLINE_IO_BYTES: u64 = 1 << 20;
+
+/// Runs `f` on this thread, or under `block_in_place` when `large`.
+fn off_task_if<T>(large: bool, f: impl FnOnce() -> T) -> T {
+    if large {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
+    }
+}
+
+/// Whether `spec`'s pages add up to at most [`IN_MEMORY_BYTES`].
+fn builds_in_memory(spec: &FileSpec) -> bool {
+    let pages = match &spec.pages {
+        PageSet::List(list) => list.len() as u64,
+        PageSet::Full { .. } => u64::from(spec.header.commit),
+    };
+    pages * u64::from(spec.header.page_size) <= IN_MEMORY_BYTES
+}
+
 /// A built file waiting for its upload (and for retries).
 #[derive(Clone)]
 enum Staged {
@@ -187,7 +210,10 @@ impl DbTask {
         let now = self.clock.now();
         match cmd {
             Command::ReadWal { offset, max_len } => {
-                let chunk = tokio::task::block_in_place(|| {
+                let pending = std::fs::metadata(&self.db.wal_path)
+                    .map(|m| m.len().saturating_sub(offset).min(max_len))
+                    .unwrap_or(0);
+                let chunk = off_task_if(pending > INLINE_IO_BYTES, || {
                     self.db.check_still_same_file()?;
                     database::read_wal(&self.db.path, &self.db.wal_path, offset, max_len)
                 });
@@ -250,7 +276,8 @@ impl DbTask {
                     .handle(self.clock.now(), Input::CheckpointDone { mode, result });
             }
             Command::Persist(pos) => {
-                tokio::task::block_in_place(|| self.state.save(&pos)).with_context(|| {
+                // A few dozen bytes, no fsync (decision 19): not worth a thread hand-off.
+                self.state.save(&pos).with_context(|| {
                     format!("{}: persisting the replication position", self.name)
                 })?;
             }
@@ -289,7 +316,7 @@ impl DbTask {
     fn upload(&mut self, file: FileId, spec: Arc<FileSpec>, attempt: u32) {
         let (staged, sha, db_sum) = match self.staged.get(&file) {
             Some((p, sha)) => (p.clone(), sha.clone(), None),
-            None => match tokio::task::block_in_place(|| self.stage(file, &spec)) {
+            None => match off_task_if(!builds_in_memory(&spec), || self.stage(file, &spec)) {
                 Ok((p, sha, sums)) => {
                     self.links.record(file, &sha);
                     self.staged.insert(file, (p.clone(), sha.clone()));
@@ -371,11 +398,7 @@ impl DbTask {
                 s.set(pgno, data);
             }
         };
-        let page_count = match &spec.pages {
-            PageSet::List(list) => list.len() as u64,
-            PageSet::Full { .. } => u64::from(h.commit),
-        };
-        if page_count * u64::from(h.page_size) <= IN_MEMORY_BYTES {
+        if builds_in_memory(spec) {
             let out = HashingWriter::new(Vec::new());
             let (w, _) = spec::materialize_observed(spec, &mut pages, out, &mut observe)
                 .map_err(|e: MaterializeError| anyhow::anyhow!(e))?;
