@@ -963,3 +963,68 @@ async fn file_backend_object_never_visible_without_its_metadata() {
     assert_eq!(store.list("db/ltx/0").await.unwrap().len(), 200);
     assert!(checked > 0, "the reader saw objects while the writer ran");
 }
+
+/// What a user sees from the command line when the store refuses the credentials, or
+/// when there are none: exit 1 and one line that says what to do.
+#[test]
+fn cli_reports_wrong_and_missing_credentials_in_one_line() {
+    let fake = FakeS3::start(Script::Respond(403, "InvalidAccessKeyId"));
+    let run = |envs: &[(&str, &str)], clear: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_walvault"));
+        cmd.args(["list", "-b", "s3://bkt/p", "--endpoint", &fake.endpoint]);
+        for k in clear {
+            cmd.env_remove(k);
+        }
+        cmd.envs(envs.iter().copied());
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), stderr)
+    };
+
+    let (code, stderr) = run(
+        &[
+            ("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG0"),
+            ("AWS_SECRET_ACCESS_KEY", "wrong"),
+            ("AWS_REGION", "us-east-1"),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line: {stderr}");
+    assert!(
+        lines[0].contains("access denied") && lines[0].contains("check AWS credentials"),
+        "{stderr}"
+    );
+
+    // No credentials anywhere: empty config files, no variables, no instance metadata.
+    let none = tempfile::tempdir().unwrap();
+    let empty = none.path().join("empty");
+    std::fs::write(&empty, "").unwrap();
+    let empty = empty.to_str().unwrap();
+    let (code, stderr) = run(
+        &[
+            ("AWS_CONFIG_FILE", empty),
+            ("AWS_SHARED_CREDENTIALS_FILE", empty),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_REGION", "us-east-1"),
+            ("HOME", none.path().to_str().unwrap()),
+        ],
+        &[
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        ],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line: {stderr}");
+    assert!(
+        lines[0].contains("AWS credentials") && lines[0].contains("AWS_ACCESS_KEY_ID"),
+        "{stderr}"
+    );
+}

@@ -352,11 +352,22 @@ pub(super) fn chain_message(err: &(dyn StdError + 'static)) -> String {
         }
         parts.push(s);
     }
-    if parts.is_empty() {
+    let text = if parts.is_empty() {
         err.to_string()
     } else {
         parts.join(": ")
-    }
+    };
+    one_line(&text)
+}
+
+/// Folds a multi-line SDK message (the credential chain lists one provider a line) into
+/// one line, so every error walvault prints stays a single line.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[cfg(test)]
