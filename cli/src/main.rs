@@ -17,8 +17,14 @@ fn main() -> ExitCode {
     init_logging(cli.log_format, cli.verbose);
     walvault::memory::return_freed_memory();
     walvault::memory::small_sqlite_connections();
+    // One database keeps one thread busy at most (its file work runs on its task); more
+    // databases spread over two. Each extra thread costs a stack and an allocator arena.
+    let workers = match &cli.command {
+        Cmd::Watch { dbs, .. } if dbs.len() <= 1 => 1,
+        _ => 2,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         // Large WAL reads and files, checkpoints run in `block_in_place`; with many databases
         // an unbounded pool grows to hundreds of threads, each with a stack and an arena.
         .max_blocking_threads(8)
@@ -41,20 +47,31 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat, verbose: u8) {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::prelude::*;
     let default = match verbose {
         0 => "info",
         1 => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("warn,walvault={default}")));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    // `Targets` takes RUST_LOG's `target=level,...` form without a regex engine (the
+    // env-filter feature's regex code was ~0.3 MB of resident machine code).
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<Targets>().ok());
+    let filter = from_env.unwrap_or_else(|| {
+        format!("warn,walvault={default}")
+            .parse()
+            .expect("the default filter parses")
+    });
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => tracing_subscriber::registry()
+            .with(layer.with_filter(filter))
+            .init(),
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(layer.json().with_filter(filter))
+            .init(),
     }
 }
 
