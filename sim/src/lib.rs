@@ -8,7 +8,8 @@
 //! - [`rng`] seeded ChaCha streams, [`params`] swarm parameters, [`plan`] plans,
 //!   [`queue`] the event queue, [`trace`] the trace hash, [`coverage`] counters;
 //! - [`app`] the application on SQLite, [`replica_db`] the replicator's SQLite side,
-//!   [`oracle`] the independent record of every source state;
+//!   [`oracle`] the independent record of every source state, [`pagesum`] its page
+//!   checksums;
 //! - [`store`] the object store, [`disk`] the local state area;
 //! - [`world`] the event loop (with `world_*`: faults, application, process life, final
 //!   checks), [`shell`] command execution, [`requests`] store traffic (with `startup`
@@ -26,6 +27,7 @@ pub mod disk;
 pub mod invariant;
 pub mod mutation;
 pub mod oracle;
+pub mod pagesum;
 pub mod panics;
 pub mod params;
 pub mod plan;

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-use walvault_engine::ltx::page_checksum;
+use crate::pagesum::page_checksum;
 
 use crate::rng::{Purpose, Stream};
 
@@ -246,15 +246,33 @@ impl Oracle {
             ));
         }
         let fs = FRAME_HDR as usize + self.ps;
-        let n = ((len - from) as usize / fs) * fs;
+        let total = ((len - from) as usize / fs) * fs;
+        // Read in growing chunks (2 frames, then doubling) and stop at the first frame
+        // that does not continue the chain: a reused WAL file keeps megabytes of an
+        // older generation's frames past the live ones, and reading them all after
+        // every operation was most of a run's system time.
         let mut buf = std::mem::take(&mut self.buf);
-        buf.resize(n, 0);
-        f.read_exact_at(&mut buf, from)
-            .map_err(|e| format!("oracle: reading the WAL: {e}"))?;
+        buf.clear();
+        let mut chunk = 2 * fs;
         let (big_endian, mut ck) = (g.big_endian, g.commit_ck);
         let mut pending: Vec<usize> = Vec::new();
         let mut txn_start = from;
-        for (i, frame) in buf.chunks_exact(fs).enumerate() {
+        let mut i = 0usize;
+        loop {
+            if (i + 1) * fs > buf.len() {
+                if buf.len() >= total {
+                    break;
+                }
+                let at = buf.len();
+                let n = chunk.min(total - at);
+                buf.resize(at + n, 0);
+                if let Err(e) = f.read_exact_at(&mut buf[at..], from + at as u64) {
+                    self.buf = buf;
+                    return Err(format!("oracle: reading the WAL: {e}"));
+                }
+                chunk = chunk.saturating_mul(2);
+            }
+            let frame = &buf[i * fs..(i + 1) * fs];
             if be32(frame, 8) != salt1 || be32(frame, 12) != salt2 {
                 break;
             }
@@ -288,6 +306,7 @@ impl Oracle {
                 self.push_state(salt1, salt2, txn_start, end);
                 out.commits += 1;
             }
+            i += 1;
         }
         out.uncommitted_frames = pending.len() as u64;
         self.buf = buf;

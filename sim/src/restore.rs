@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use walvault_engine::keys::{FileId, SNAPSHOT_LEVEL};
-use walvault_engine::ltx::{Decoder, Header, page_checksum};
+use walvault_engine::ltx::{Decoder, Header};
+
+use crate::pagesum::page_checksum;
 
 /// A decoded file: its header and (pgno, page checksum) in file order.
 pub struct Decoded {
