@@ -80,6 +80,19 @@ fn is_busy(e: &rusqlite::Error) -> bool {
     )
 }
 
+/// One statement without results through the connection's statement cache (the hot
+/// path of every write: parsing `BEGIN IMMEDIATE` and `COMMIT` again each time was a
+/// visible share of a run).
+fn exec(c: &Connection, sql: &str) -> rusqlite::Result<()> {
+    c.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
+fn max_id(c: &Connection) -> rusqlite::Result<i64> {
+    c.prepare_cached("SELECT coalesce(max(id), 0) FROM t")?
+        .query_row([], |r| r.get(0))
+}
+
 fn conn(path: &Path, autockpt: u32, cache_pages: i64) -> rusqlite::Result<Connection> {
     let c = Connection::open_with_flags(
         path,
@@ -185,7 +198,7 @@ impl App {
         match *op {
             AppOp::Insert { rows, size, seed } => {
                 let mut g = SplitMix(seed);
-                app.execute_batch("BEGIN IMMEDIATE")?;
+                exec(app, "BEGIN IMMEDIATE")?;
                 {
                     let mut st = app.prepare_cached("INSERT INTO t (k, v) VALUES (?1, ?2)")?;
                     for _ in 0..rows {
@@ -194,14 +207,13 @@ impl App {
                         st.execute(params![k, g.bytes(len)])?;
                     }
                 }
-                app.execute_batch("COMMIT")?;
+                exec(app, "COMMIT")?;
                 Ok(committed)
             }
             AppOp::Update { rows, size, seed } => {
                 let mut g = SplitMix(seed);
-                app.execute_batch("BEGIN IMMEDIATE")?;
-                let max: i64 =
-                    app.query_row("SELECT coalesce(max(id), 0) FROM t", [], |r| r.get(0))?;
+                exec(app, "BEGIN IMMEDIATE")?;
+                let max: i64 = max_id(app)?;
                 if max > 0 {
                     let mut st = app.prepare_cached("UPDATE t SET k = ?1, v = ?2 WHERE id = ?3")?;
                     for _ in 0..rows {
@@ -210,17 +222,16 @@ impl App {
                         st.execute(params![(g.next_u64() % 1000) as i64, g.bytes(len), id])?;
                     }
                 }
-                app.execute_batch("COMMIT")?;
+                exec(app, "COMMIT")?;
                 Ok(committed)
             }
             AppOp::Delete { rows, seed } => {
                 let mut g = SplitMix(seed);
-                app.execute_batch("BEGIN IMMEDIATE")?;
+                exec(app, "BEGIN IMMEDIATE")?;
                 if g.next_u64().is_multiple_of(4) {
                     app.execute("DELETE FROM big WHERE id = (SELECT min(id) FROM big)", [])?;
                 } else {
-                    let max: i64 =
-                        app.query_row("SELECT coalesce(max(id), 0) FROM t", [], |r| r.get(0))?;
+                    let max: i64 = max_id(app)?;
                     if max > 0 {
                         let mut st = app.prepare_cached("DELETE FROM t WHERE id = ?1")?;
                         for _ in 0..rows {
@@ -228,13 +239,14 @@ impl App {
                         }
                     }
                 }
-                app.execute_batch("COMMIT")?;
+                exec(app, "COMMIT")?;
                 Ok(committed)
             }
             AppOp::Large { pages, seed } => {
                 let mut g = SplitMix(seed);
                 let len = pages as usize * self.page_size as usize;
-                app.execute("INSERT INTO big (v) VALUES (?1)", params![g.bytes(len)])?;
+                app.prepare_cached("INSERT INTO big (v) VALUES (?1)")?
+                    .execute(params![g.bytes(len)])?;
                 Ok(committed)
             }
             AppOp::Vacuum => {
