@@ -1863,8 +1863,10 @@ def targets(res):
     FIX = {
         "rss_peak_mb": "cap glibc arenas / trim (or another allocator); SQLite lookaside off; bounded blocking pool;"
         " boxed task futures; smaller S3 client than aws-sdk-s3; at 1 000 idle DBs: no SQLite connection per idle DB",
-        "cpu_ms_per_1k_commits": "build small files in memory (no staging file, fsync, unlink per upload); persist"
-        " the position without an fsync per file; keep the WAL open; fewer threads and futex hand-offs",
+        "cpu_ms_per_1k_commits": "in-memory files, an fsync-free position and on-task file work are in (0.87 -> 0.65 at"
+        " 1 DB; 100 DBs went 0.61 -> 0.32); at 1 DB the figure is 4 clock ticks per 1 000 commits, the per-upload fixed"
+        " cost: a new TCP connection per PUT (the server closes them), the WAL reopened and each frame read twice"
+        " (scan, then build) every tick",
         "staleness_p99": "within noise at n = 8-11 probes per run; the upload path's staging write + fsync adds"
         " latency before each PUT (same fix as CPU); rerun with 60 s runs",
         "drain_s": "one sample per run, uniform over the sync phase: needs more runs; same upload-path fix",
@@ -1895,16 +1897,17 @@ def targets(res):
         "1db",
         "rss_peak_mb",
         0.33,
-        fix="cap glibc malloc arenas and trim (measured with MALLOC_ARENA_MAX=2 + MALLOC_TRIM_THRESHOLD_: 36 -> 18 MB); the rest"
-        " is ~14 MB of resident code, mostly aws-sdk-s3: a smaller S3 client plus LTO/opt-level s",
+        fix="steady state meets it (mean 0.31); the peak comes from short spikes of 2-3 MB late in a run, not"
+        " reproduced outside the harness; ~8 MB of the rest is the binary's own code, nearly all resident: a"
+        " smaller S3 client than aws-sdk-s3 is the remaining lever (bench/analysis.md)",
     )
     row(
         "RSS <= 0.25 at 100 DBs",
         "100db",
         "rss_peak_mb",
         0.25,
-        fix="the 1-DB fixes, plus SQLite lookaside off (48 kB/DB), a bounded blocking pool (68-149 threads"
-        " seen), boxed `DbTask::run` futures (11 kB/DB)",
+        fix="0.26: the binary's code (~8 MB) plus ~55 kB heap and a 32 kB -shm mapping per open database;"
+        " the same smaller S3 client, and less heap per database (bench/analysis.md)",
     )
     row(
         "walvault RSS < 64 MB at 1 000 idle DBs (MB, peak)",
@@ -1912,8 +1915,8 @@ def targets(res):
         "rss_peak_mb",
         64,
         absolute=True,
-        fix="lookaside off (-48 MB), bounded blocking pool, boxed futures (about -70 MB in all) still leave"
-        " 32 kB -shm + ~29 kB SQLite per open DB: needs idle DBs without an open connection",
+        fix="per open database ~53 kB of heap (SQLite connection and schema, the task and its engine) and the"
+        " 32 kB -shm mapping: under 64 MB needs idle databases without an open connection (bench/analysis.md)",
     )
     for sc in ("1db", "100db", "1000idle"):
         row("CPU per committed transaction <= 0.5", sc, "cpu_ms_per_1k_commits", 0.5)
