@@ -426,21 +426,32 @@ pub fn sample_times(files: &Files, (first, last): (i64, i64)) -> Vec<i64> {
 
 /// The earliest and latest upload time (S3 LastModified) of `name`'s files.
 pub fn upload_span(rig: &Rig, prefix: &str, name: &str) -> (i64, i64) {
+    let times: Vec<i64> = list_files(rig, prefix, name)
+        .iter()
+        .filter_map(|f| f.timestamp_ms)
+        .collect();
+    (*times.iter().min().unwrap(), *times.iter().max().unwrap())
+}
+
+/// `name`'s files in the replica as walvault lists them (one listing, no downloads).
+fn list_files(
+    rig: &Rig,
+    prefix: &str,
+    name: &str,
+) -> Vec<walvault_engine::restore_plan::RemoteFile> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let times: Vec<i64> = rt.block_on(async {
+    rt.block_on(async {
         let url = walvault::storage::ReplicaUrl::parse(&rig.wv_url(prefix)).unwrap();
         let opts = walvault::storage::StoreOptions {
             endpoint: Some(rig.server.endpoint.clone()),
             ..Default::default()
         };
         let store = walvault::storage::Store::open(&url, &opts).await.unwrap();
-        let files = walvault::remote::list_files(&store, name).await.unwrap();
-        files.iter().filter_map(|f| f.timestamp_ms).collect()
-    });
-    (*times.iter().min().unwrap(), *times.iter().max().unwrap())
+        walvault::remote::list_files(&store, name).await.unwrap()
+    })
 }
 
 /// `--timestamp` / `-timestamp`: both tools agree whether the time is restorable and,
@@ -580,20 +591,7 @@ pub fn now_ms() -> i64 {
 
 /// `name`'s files in the replica, from one listing (no downloads).
 pub fn list_ids(rig: &Rig, prefix: &str, name: &str) -> Vec<FileId> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let url = walvault::storage::ReplicaUrl::parse(&rig.wv_url(prefix)).unwrap();
-        let opts = walvault::storage::StoreOptions {
-            endpoint: Some(rig.server.endpoint.clone()),
-            ..Default::default()
-        };
-        let store = walvault::storage::Store::open(&url, &opts).await.unwrap();
-        let files = walvault::remote::list_files(&store, name).await.unwrap();
-        files.iter().map(|f| f.id).collect()
-    })
+    list_files(rig, prefix, name).iter().map(|f| f.id).collect()
 }
 
 /// Waits until the replica's newest TXID has stayed the same over four listings
