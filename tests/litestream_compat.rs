@@ -14,6 +14,7 @@
 //! they fail.
 
 mod e2e_support;
+mod litestream_points;
 mod litestream_rig;
 mod support;
 
@@ -23,6 +24,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use e2e_support::*;
+use litestream_points::*;
 use litestream_rig::*;
 use rusqlite::Connection;
 use walvault_engine::keys::FileId;
