@@ -4,6 +4,7 @@
 //! the format description (whole-buffer, no streaming) that the streaming
 //! scanner is compared against.
 
+mod frames;
 mod props;
 mod unit;
 
