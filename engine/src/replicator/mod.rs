@@ -167,6 +167,20 @@ impl Replicator {
         self.follow.batch.txns
     }
 
+    /// Nothing is in progress: every committed transaction read is durable, and no
+    /// read, checkpoint, snapshot or shutdown is pending. Only then may the caller let
+    /// go of its read lock ([`Input::ReadLockReleased`]).
+    pub fn is_quiescent(&self) -> bool {
+        self.phase == Phase::Streaming
+            && !self.shutdown
+            && self.reading.is_none()
+            && self.ckpt == Ckpt::Idle
+            && self.queue.is_empty()
+            && self.orphans.is_empty()
+            && self.need_snapshot.is_none()
+            && self.follow.batch.is_empty()
+    }
+
     pub fn is_stopped(&self) -> bool {
         matches!(self.phase, Phase::Stopped | Phase::Halted)
     }
@@ -253,6 +267,12 @@ impl Replicator {
             } => self.on_check_done(file, attempt, result),
             Input::WritersLocked { ok } => self.on_writers_locked(ok),
             Input::CheckpointDone { mode, result } => self.on_checkpoint_done(mode, result),
+            Input::ReadLockReleased => {
+                // Without our read mark the WAL can restart any number of times, and
+                // growth of the old generation goes unseen: the restart our checkpoint
+                // prepared proves nothing any more.
+                self.restart_expected = None;
+            }
             Input::Shutdown { snapshot } => {
                 if !self.shutdown {
                     self.shutdown = true;

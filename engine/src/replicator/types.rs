@@ -166,6 +166,13 @@ pub enum Input<'a> {
     /// Ship what is committed, finish uploads, then report [`Command::Stopped`]. With
     /// `snapshot`, first write a level-9 snapshot of the final state.
     Shutdown { snapshot: bool },
+    /// The caller let go of its read lock while the engine was
+    /// [quiescent](Replicator::is_quiescent) (an idle database's connection closed to
+    /// save memory), and takes it again before answering a read that shows any change.
+    /// Until then the application may checkpoint and restart the WAL unseen, so no
+    /// restart is taken for the one our own checkpoint prepared: a changed WAL
+    /// generation is answered with a full file.
+    ReadLockReleased,
 }
 
 /// Everything the engine asks the caller to do.

@@ -6,7 +6,7 @@
 //! - `store`: the object store, its tip, and restore.
 //! - `harness`: the driver that carries out the engine's commands like the shell, with
 //!   a fake clock, scripted outcomes and the invariant checks.
-//! - `streaming`, `faults`, `checkpoints`, `restarts`: targeted scenarios.
+//! - `streaming`, `faults`, `checkpoints`, `restarts`, `detach`: targeted scenarios.
 //! - `model`: a model-based proptest over random operation sequences.
 
 mod harness;
@@ -14,6 +14,7 @@ mod source;
 mod store;
 
 mod checkpoints;
+mod detach;
 mod faults;
 mod model;
 mod restarts;

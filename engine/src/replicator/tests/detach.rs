@@ -1,0 +1,158 @@
+//! Letting go of the read lock while idle ([`Input::ReadLockReleased`]): when the
+//! engine counts as quiescent, and that a WAL restarted while the lock was released is
+//! never taken for the restart our own checkpoint prepared.
+
+use super::harness::{Harness, config};
+use super::source::{PosKey, Source};
+use crate::replicator::{Event, Input, SnapshotReason};
+use crate::wal::WalChange;
+
+fn commit(h: &mut Harness, pages: &[u32], commit: u32) -> PosKey {
+    h.commit(pages, commit).expect("writers are not blocked")
+}
+
+fn snapshots(h: &Harness) -> Vec<(u64, SnapshotReason)> {
+    h.events()
+        .filter_map(|e| match e {
+            Event::SnapshotStarted { txid, reason, .. } => Some((*txid, *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The shell's detach: the engine is told, then the lock goes.
+fn release(h: &mut Harness) {
+    assert!(h.engine.is_quiescent(), "released only when quiescent");
+    let t = h.t();
+    h.engine.handle(t, Input::ReadLockReleased);
+    h.drain();
+    h.src.release_read_lock();
+}
+
+/// The shell's attach: the `_walvault_seq` write, then the read transaction.
+fn reattach(h: &mut Harness) {
+    let seq = h.seq_write;
+    h.src.acquire_read_lock(seq);
+}
+
+#[test]
+fn quiescent_only_when_everything_read_is_durable() {
+    let mut h = Harness::new(config(), Source::new(4, 31));
+    h.deferred = true;
+    assert!(!h.engine.is_quiescent(), "not started");
+    h.start();
+    assert!(
+        !h.engine.is_quiescent(),
+        "scanning or the first file in flight"
+    );
+    h.complete_all();
+    h.tick();
+    h.complete_all();
+    assert!(h.engine.is_quiescent());
+    commit(&mut h, &[2], 4);
+    h.tick();
+    assert!(!h.engine.is_quiescent(), "a file in flight");
+    h.complete_all();
+    assert!(h.engine.is_quiescent());
+    h.shutdown(false);
+    assert!(!h.engine.is_quiescent(), "stopping");
+}
+
+#[test]
+fn growth_in_the_same_generation_while_released_continues_the_chain() {
+    let mut h = Harness::new(config(), Source::new(4, 32));
+    h.start();
+    commit(&mut h, &[1, 2], 4);
+    h.tick();
+    release(&mut h);
+    commit(&mut h, &[3], 4);
+    let k = commit(&mut h, &[4, 5], 5);
+    let cuts = h.cuts().len();
+    reattach(&mut h);
+    h.tick();
+    h.check();
+    assert_eq!(snapshots(&h), [(1, SnapshotReason::Initial)]);
+    // Both transactions and the seq write arrive in one incremental file.
+    assert_eq!(h.cuts().len(), cuts + 1);
+    let txid = h.engine.durable().txid;
+    assert!(h.src.state_at(k).is_some());
+    h.assert_restores(txid, h.src.pos());
+    h.assert_latest_is_source();
+}
+
+/// Runs the scenario the release guards against and returns whether the engine took
+/// the foreign restart for a continuation. An open expectation of our own restart is
+/// set by hand: in the shell our `_walvault_seq` write right after each checkpoint
+/// settles it before the engine can be quiescent, so this is defence in depth.
+fn foreign_restart_after_release(tell_engine: bool) -> Harness {
+    let mut h = Harness::new(config(), Source::new(4, 33));
+    h.start();
+    for p in 1..=3 {
+        commit(&mut h, &[p], 4);
+    }
+    h.tick();
+    assert!(h.engine.is_quiescent());
+    let g = h.engine.follow.generation.as_ref().expect("a generation");
+    h.engine.restart_expected = Some(g.header);
+    if tell_engine {
+        release(&mut h);
+    } else {
+        h.src.release_read_lock();
+    }
+    // An application reader pins the generation, so a write appends to it instead of
+    // restarting it: growth the engine never sees.
+    h.src.read_mark = Some(1);
+    commit(&mut h, &[2, 6], 6);
+    // The reader ends; the application checkpoints everything and writes again, which
+    // restarts the WAL as salt-1 + 1: what our own checkpoint would have caused.
+    h.src.read_mark = None;
+    h.src.checkpoint();
+    let before = h.src.salts();
+    commit(&mut h, &[3], 6);
+    assert_eq!(
+        h.src.salts().map(|s| s.0),
+        before.map(|s| s.0.wrapping_add(1)),
+        "one restart"
+    );
+    reattach(&mut h);
+    h.tick();
+    h
+}
+
+fn took_as_continuation(h: &Harness) -> bool {
+    h.events().any(|e| {
+        matches!(
+            e,
+            Event::WalChanged {
+                change: WalChange::Reset,
+                continues: true
+            }
+        )
+    })
+}
+
+#[test]
+fn restart_while_released_gets_a_full_file() {
+    let mut h = foreign_restart_after_release(true);
+    h.check();
+    assert!(!took_as_continuation(&h));
+    assert_eq!(
+        snapshots(&h).last().map(|s| s.1),
+        Some(SnapshotReason::WalReset)
+    );
+    h.assert_restores(h.engine.durable().txid, h.src.pos());
+    h.assert_latest_is_source();
+}
+
+#[test]
+#[should_panic(expected = "restores to another state")]
+fn the_scenario_loses_a_transaction_without_the_release_input() {
+    // Control: the same steps without telling the engine continue the chain past the
+    // unseen transaction, and the harness's persist check catches the lost page, so the
+    // test above guards something real.
+    let h = foreign_restart_after_release(false);
+    assert!(
+        took_as_continuation(&h),
+        "unreachable if the loss is caught"
+    );
+}
