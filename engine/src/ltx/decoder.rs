@@ -3,12 +3,13 @@
 
 use std::io::Read;
 
+use super::filecrc::FileDigest;
 use super::index::{IndexEntry, MAX_ENTRY_LEN, parse_index};
 use super::legacy::LegacyPages;
 use super::lz4block::{decompress_page, max_compressed_size};
 use super::{
-    CHECKSUM_FLAG, DbChecksum, FastDigest, HEADER_SIZE, Header, LtxError, PAGE_FLAG_BLOCK,
-    PAGE_HEADER_SIZE, TRAILER_SIZE, Trailer, fast_crc64, missing_before, missing_tail,
+    CHECKSUM_FLAG, DbChecksum, HEADER_SIZE, Header, LtxError, PAGE_FLAG_BLOCK, PAGE_HEADER_SIZE,
+    TRAILER_SIZE, Trailer, missing_before, missing_tail,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,7 +23,7 @@ enum State {
 pub struct Decoder<R: Read> {
     r: R,
     header: Header,
-    digest: FastDigest,
+    digest: FileDigest,
     pos: u64,
     lock: u32,
     prev_pgno: u32,
@@ -40,7 +41,7 @@ impl<R: Read> Decoder<R> {
         r.read_exact(&mut b)
             .map_err(|e| LtxError::from_io(&e, "header"))?;
         let header = Header::decode(&b)?;
-        let mut digest = fast_crc64().digest();
+        let mut digest = FileDigest::new();
         digest.update(&b);
         Ok(Decoder {
             r,
@@ -261,7 +262,7 @@ impl<R: Read> Decoder<R> {
         }
         // Hash the index, its length and the post-apply checksum.
         self.digest.update(tail.get(..used + 8).unwrap_or(&[]));
-        let computed = CHECKSUM_FLAG | self.digest.clone().finalize();
+        let computed = CHECKSUM_FLAG | self.digest.finalize();
         if computed != trailer.file_checksum {
             return Err(LtxError::ChecksumMismatch {
                 expected: trailer.file_checksum,

@@ -3,19 +3,20 @@
 
 use std::io::Write;
 
+use super::filecrc::FileDigest;
 use super::header::validate_post_apply;
 use super::index::{IndexEntry, append_entry};
 use super::lz4block::max_compressed_size;
 use super::{
-    CHECKSUM_FLAG, DbChecksum, FastDigest, HEADER_SIZE, Header, LtxError, PAGE_FLAG_BLOCK,
-    PAGE_HEADER_SIZE, Trailer, fast_crc64, missing_before, missing_tail,
+    CHECKSUM_FLAG, DbChecksum, HEADER_SIZE, Header, LtxError, PAGE_FLAG_BLOCK, PAGE_HEADER_SIZE,
+    Trailer, missing_before, missing_tail,
 };
 
 /// Writes one LTX file to `W`.
 pub struct Encoder<W: Write> {
     w: W,
     header: Header,
-    digest: FastDigest,
+    digest: FileDigest,
     bytes_written: u64,
     lock: u32,
     prev_pgno: u32,
@@ -44,7 +45,7 @@ impl<W: Write> Encoder<W> {
         let bytes = header.encode();
         w.write_all(&bytes)
             .map_err(|e| LtxError::Io(e.to_string()))?;
-        let mut digest = fast_crc64().digest();
+        let mut digest = FileDigest::new();
         digest.update(&bytes);
         Ok(Encoder {
             w,

@@ -6,6 +6,7 @@
 //!
 //! - [`header`]: the 100-byte header and the 16-byte trailer, with validation.
 //! - [`checksum`]: the rolling database checksum.
+//! - `filecrc`: the running file checksum (table or, with `simd-crc`, SIMD CRC-64).
 //! - [`varint`]: LEB128 uvarints as Go's `encoding/binary` writes them.
 //! - [`index`]: the page index that follows the page block.
 //! - [`lz4block`]: LZ4 block helpers shared by both page encodings.
@@ -18,6 +19,7 @@
 pub mod checksum;
 pub mod decoder;
 pub mod encoder;
+mod filecrc;
 pub mod header;
 pub mod index;
 pub mod legacy;
@@ -131,7 +133,6 @@ pub fn crc64() -> &'static crc::Crc<u64> {
 /// The same CRC with a slice-by-16 table, used internally for bulk hashing.
 /// Produces exactly the values of [`crc64`].
 pub(crate) type FastCrc = crc::Crc<u64, crc::Table<16>>;
-pub(crate) type FastDigest = crc::Digest<'static, u64, crc::Table<16>>;
 
 pub(crate) fn fast_crc64() -> &'static FastCrc {
     static CRC: FastCrc = FastCrc::new(&crc::CRC_64_GO_ISO);
