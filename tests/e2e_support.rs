@@ -23,6 +23,17 @@ pub struct Watcher {
 
 impl Watcher {
     pub fn start(dbs: &[&Path], url: &str, env: &[(&'static str, String)], log: &Path) -> Watcher {
+        Watcher::start_with(dbs, url, env, log, &[])
+    }
+
+    /// [`Watcher::start`] with `extra` arguments for `watch`.
+    pub fn start_with(
+        dbs: &[&Path],
+        url: &str,
+        env: &[(&'static str, String)],
+        log: &Path,
+        extra: &[&str],
+    ) -> Watcher {
         let logf = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -31,7 +42,8 @@ impl Watcher {
         let mut cmd = Command::new(bin());
         cmd.arg("watch")
             .args(dbs)
-            .args(["-b", url, "--sync-interval", "100ms", "-v"]);
+            .args(["-b", url, "--sync-interval", "100ms", "-v"])
+            .args(extra);
         cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
         cmd.stdout(Stdio::null()).stderr(logf.try_clone().unwrap());
         let before = std::fs::read_to_string(log)
@@ -85,6 +97,23 @@ impl Watcher {
         let mut child = self.child.take().unwrap();
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Waits until the log holds `needle` at least `n` times.
+    pub fn wait_for_log(&self, needle: &str, n: usize, timeout: Duration) {
+        let start = Instant::now();
+        while self.log_text().matches(needle).count() < n {
+            assert!(
+                start.elapsed() < timeout,
+                "no {n} x '{needle}' in the log within {timeout:?}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn log_text(&self) -> String {

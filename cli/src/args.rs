@@ -83,6 +83,16 @@ pub enum Cmd {
         /// WAL size in bytes past which the checkpoint is TRUNCATE (followed by a full snapshot).
         #[arg(long, default_value_t = 256 * 1024 * 1024)]
         truncate_bytes: u64,
+        /// Close an idle database's SQLite connection once everything is shipped and
+        /// nothing changed for this long (0 keeps every connection open). A released
+        /// database costs no SQLite memory, -shm mapping or file descriptor; its WAL is
+        /// still looked at every sync interval, and the first change takes the connection
+        /// back before anything is read. Right after start-up a database is released as
+        /// soon as it has caught up. If the application checkpoints the WAL away while it
+        /// is released, walvault ships one full snapshot and keeps that database's
+        /// connection from then on.
+        #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+        release_idle_after: Duration,
     },
     /// Write a snapshot (level 9) of a database's current state and exit.
     Snapshot {

@@ -1,13 +1,14 @@
 //! The watched SQLite database as the shell touches it: opening and checking it, the
 //! long read transaction that keeps SQLite from restarting the WAL behind walvault's
-//! back, checkpoints, and raw reads of WAL frames and database pages.
+//! back, checkpoints, raw reads of WAL frames and database pages, and letting go of
+//! all of it while the database is idle (decision 21).
 //!
 //! Like Litestream, walvault writes one row to its own `_walvault_seq` table before
 //! taking the read transaction: a read transaction on a fully checkpointed WAL would
 //! use read-mark 0, which does not stop a WAL restart.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -15,10 +16,21 @@ use rusqlite::{Connection, OpenFlags};
 use walvault_engine::replicator::{CheckpointMode, CheckpointResult};
 use walvault_engine::spec::PageReader;
 
+use crate::litestream_guard::refuse_if_litestream_is_running;
+
 pub struct Database {
     pub path: PathBuf,
     pub wal_path: PathBuf,
     pub page_size: u32,
+    /// Device and inode of the file first opened: the database must stay that file.
+    identity: (u64, u64),
+    /// The connection and handle while attached; `None` while released (idle).
+    open: Option<Attached>,
+}
+
+/// What an attached database holds. Fields drop in order: both connections close
+/// before `db_file` (see there).
+struct Attached {
     conn: Connection,
     /// Second connection holding the write lock while a checkpoint is prepared.
     writer: Option<Connection>,
@@ -47,78 +59,120 @@ pub fn wal_path(path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Whether an error is SQLite's "busy" or "locked": worth trying again shortly.
+pub fn is_busy(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<rusqlite::Error>(),
+            Some(rusqlite::Error::SqliteFailure(f, _))
+                if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        )
+    })
+}
+
 impl Database {
+    /// Opens and checks the database; it comes back attached (connection open, no
+    /// read transaction yet).
     pub fn open(path: &Path) -> Result<Database> {
         if !path.exists() {
             bail!("database {} does not exist: check the path", path.display());
         }
         refuse_if_litestream_is_running(path)?;
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .with_context(|| format!("opening database {}", path.display()))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-            .with_context(|| format!("{} is not a readable SQLite database", path.display()))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            bail!(
-                "database {} is in '{mode}' journal mode, not WAL: run `sqlite3 {} 'PRAGMA journal_mode=WAL;'` \
-                 (walvault replicates WAL-mode databases only)",
-                path.display(),
-                path.display()
-            );
-        }
-        disable_lookaside(&conn);
-        // Our connection must never checkpoint on its own, not even when it closes last
-        // (that would fold the WAL away and lose the resume point); the engine decides.
-        conn.set_db_config(
-            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
-            true,
-        )?;
-        conn.execute_batch(
-            "PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -256;
-             CREATE TABLE IF NOT EXISTS _walvault_seq (id INTEGER PRIMARY KEY, seq INTEGER NOT NULL);",
-        )
-        .with_context(|| format!("preparing {} for replication", path.display()))?;
-        let page_size: u32 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let (conn, page_size) = connect(path)?;
         let db_file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let m = db_file.metadata()?;
         Ok(Database {
             wal_path: wal_path(path),
             path: path.to_path_buf(),
             page_size,
-            conn,
-            db_file,
-            in_read_tx: false,
-            writer: None,
+            identity: (m.dev(), m.ino()),
+            open: Some(Attached {
+                conn,
+                writer: None,
+                db_file,
+                in_read_tx: false,
+            }),
         })
+    }
+
+    pub fn is_attached(&self) -> bool {
+        self.open.is_some()
+    }
+
+    /// Opens the connection again after [`Database::release`] and takes the read lock.
+    /// Fails when the path now names another file, the database left WAL mode or its
+    /// page size changed; SQLite's busy errors ([`is_busy`]) are worth a retry.
+    pub fn attach(&mut self) -> Result<()> {
+        if self.open.is_none() {
+            // The handle first, so that a replaced file is caught before SQLite opens it.
+            let db_file = File::open(&self.path)
+                .with_context(|| format!("opening {}", self.path.display()))?;
+            self.check_identity(&db_file.metadata()?)?;
+            let (conn, page_size) = connect(&self.path)?;
+            if page_size != self.page_size {
+                bail!(
+                    "the page size of {} changed from {} to {page_size} while it was idle: restart \
+                     walvault to replicate it with the new page size",
+                    self.path.display(),
+                    self.page_size
+                );
+            }
+            self.open = Some(Attached {
+                conn,
+                writer: None,
+                db_file,
+                in_read_tx: false,
+            });
+        }
+        self.acquire_read_lock()
+    }
+
+    /// Ends the read transaction and closes both connections and the file handle, so an
+    /// idle database costs no SQLite memory, `-shm` mapping or descriptor. Our
+    /// connection never checkpoints on close, so the WAL stays as it is.
+    pub fn release(&mut self) -> Result<()> {
+        let result = self.release_read_lock();
+        self.open = None;
+        result
+    }
+
+    fn attached(&mut self) -> Result<&mut Attached> {
+        match self.open.as_mut() {
+            Some(a) => Ok(a),
+            None => bail!(
+                "internal error: {} was used while released (idle)",
+                self.path.display()
+            ),
+        }
     }
 
     /// Writes a row (so the WAL holds an unbackfilled frame), then opens the read
     /// transaction that pins the WAL until [`Database::release_read_lock`].
     pub fn acquire_read_lock(&mut self) -> Result<()> {
-        if self.in_read_tx {
+        let a = self.attached()?;
+        if a.in_read_tx {
             return Ok(());
         }
-        self.conn
+        a.conn
             .execute(
                 "INSERT INTO _walvault_seq (id, seq) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET seq = seq + 1",
                 [],
             )
             .context("writing the _walvault_seq row")?;
-        self.conn.execute_batch("BEGIN")?;
-        let _: i64 = self
+        a.conn.execute_batch("BEGIN")?;
+        let _: i64 = a
             .conn
             .query_row("SELECT COUNT(1) FROM _walvault_seq", [], |r| r.get(0))?;
-        self.in_read_tx = true;
+        a.in_read_tx = true;
         Ok(())
     }
 
     pub fn release_read_lock(&mut self) -> Result<()> {
-        if self.in_read_tx {
-            self.conn.execute_batch("ROLLBACK")?;
-            self.in_read_tx = false;
+        if let Some(a) = self.open.as_mut()
+            && a.in_read_tx
+        {
+            a.conn.execute_batch("ROLLBACK")?;
+            a.in_read_tx = false;
         }
         Ok(())
     }
@@ -127,9 +181,11 @@ impl Database {
     /// a second connection, trying for about 200 ms. The read transaction stays held,
     /// so a failed attempt costs nothing. Returns whether writers are now blocked.
     pub fn lock_writers(&mut self) -> Result<bool> {
-        if self.writer.is_none() {
+        let path = self.path.clone();
+        let a = self.attached()?;
+        if a.writer.is_none() {
             let w = Connection::open_with_flags(
-                &self.path,
+                &path,
                 OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )?;
             disable_lookaside(&w);
@@ -138,9 +194,9 @@ impl Database {
                 true,
             )?;
             w.execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -64;")?;
-            self.writer = Some(w);
+            a.writer = Some(w);
         }
-        let Some(w) = self.writer.as_ref() else {
+        let Some(w) = a.writer.as_ref() else {
             return Ok(false);
         };
         // SQLite's default busy handler sleeps up to 100 ms between tries; a writer
@@ -153,7 +209,8 @@ impl Database {
 
     /// Lets writers go (the read lock was never released).
     pub fn unlock_writers(&mut self) -> Result<()> {
-        if let Some(w) = self.writer.take()
+        if let Some(a) = self.open.as_mut()
+            && let Some(w) = a.writer.take()
             && !w.is_autocommit()
         {
             w.execute_batch("ROLLBACK")?;
@@ -168,17 +225,18 @@ impl Database {
     /// that nothing it had not shipped was in it.
     pub fn checkpoint(&mut self, mode: CheckpointMode) -> Result<CheckpointResult> {
         self.release_read_lock()?;
-        let mut result = checkpoint_row(&self.conn, "PRAGMA wal_checkpoint(PASSIVE)")
+        let a = self.attached()?;
+        let mut result = checkpoint_row(&a.conn, "PRAGMA wal_checkpoint(PASSIVE)")
             .context("running a PASSIVE checkpoint");
         self.unlock_writers()?;
+        let a = self.attached()?;
         if mode == CheckpointMode::Truncate && result.is_ok() {
             // Writers may slip in between letting them go and this: the engine answers
             // a TRUNCATE with a full snapshot for that reason.
-            self.conn
-                .busy_timeout(std::time::Duration::from_millis(500))?;
-            result = checkpoint_row(&self.conn, "PRAGMA wal_checkpoint(TRUNCATE)")
+            a.conn.busy_timeout(std::time::Duration::from_millis(500))?;
+            result = checkpoint_row(&a.conn, "PRAGMA wal_checkpoint(TRUNCATE)")
                 .context("running a TRUNCATE checkpoint");
-            self.conn.busy_timeout(std::time::Duration::from_secs(5))?;
+            a.conn.busy_timeout(std::time::Duration::from_secs(5))?;
         }
         let reacquire = self.acquire_read_lock();
         let result = result?;
@@ -186,22 +244,11 @@ impl Database {
         Ok(result)
     }
 
-    pub fn conn(&self) -> &Connection {
-        &self.conn
-    }
-
     /// Fails when the path no longer names the file we replicate (the database was
     /// replaced or deleted): replicating the old inode would silently freeze.
     pub fn check_still_same_file(&self) -> Result<()> {
-        use std::os::unix::fs::MetadataExt;
-        let ours = self.db_file.metadata()?;
         match std::fs::metadata(&self.path) {
-            Ok(now) if now.ino() == ours.ino() && now.dev() == ours.dev() => Ok(()),
-            Ok(_) => bail!(
-                "{} was replaced by another file while being replicated: restart walvault so it \
-                 replicates the new file (it will continue the chain with a full snapshot)",
-                self.path.display()
-            ),
+            Ok(now) => self.check_identity(&now),
             Err(e) => bail!(
                 "{} disappeared while being replicated ({e}): restore it or stop walvault",
                 self.path.display()
@@ -209,13 +256,66 @@ impl Database {
         }
     }
 
-    /// Page access for building files, through the long-lived database handle.
-    pub fn pages(&self) -> FilePages<'_> {
-        FilePages {
-            wal: File::open(&self.wal_path).ok(),
-            db: &self.db_file,
+    fn check_identity(&self, now: &std::fs::Metadata) -> Result<()> {
+        if (now.dev(), now.ino()) != self.identity {
+            bail!(
+                "{} was replaced by another file while being replicated: restart walvault so it \
+                 replicates the new file (it will continue the chain with a full snapshot)",
+                self.path.display()
+            );
         }
+        Ok(())
     }
+
+    /// Page access for building files, through the long-lived database handle.
+    pub fn pages(&self) -> Result<FilePages<'_>> {
+        let Some(a) = self.open.as_ref() else {
+            bail!(
+                "{} is released (idle): its pages are not read without the read lock",
+                self.path.display()
+            );
+        };
+        Ok(FilePages {
+            wal: File::open(&self.wal_path).ok(),
+            db: &a.db_file,
+        })
+    }
+}
+
+/// Opens our connection to `path` and checks it: WAL mode, no checkpoint of its own
+/// (not even on close), our `_walvault_seq` table. Returns it and the page size.
+fn connect(path: &Path) -> Result<(Connection, u32)> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("opening database {}", path.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .with_context(|| format!("{} is not a readable SQLite database", path.display()))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        bail!(
+            "database {} is in '{mode}' journal mode, not WAL: run `sqlite3 {} 'PRAGMA journal_mode=WAL;'` \
+             (walvault replicates WAL-mode databases only)",
+            path.display(),
+            path.display()
+        );
+    }
+    disable_lookaside(&conn);
+    // Our connection must never checkpoint on its own, not even when it closes last
+    // (that would fold the WAL away and lose the resume point); the engine decides.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )?;
+    conn.execute_batch(
+        "PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -256;
+         CREATE TABLE IF NOT EXISTS _walvault_seq (id INTEGER PRIMARY KEY, seq INTEGER NOT NULL);",
+    )
+    .with_context(|| format!("preparing {} for replication", path.display()))?;
+    let page_size: u32 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    Ok((conn, page_size))
 }
 
 fn checkpoint_row(conn: &Connection, sql: &str) -> Result<CheckpointResult> {
@@ -226,112 +326,6 @@ fn checkpoint_row(conn: &Connection, sql: &str) -> Result<CheckpointResult> {
             checkpointed_frames: r.get(2)?,
         })
     })?)
-}
-
-/// Two replicators on one database corrupt each other's chain (Litestream overwrites
-/// without conditions). Refuse to start while a `litestream replicate` process on this
-/// machine names this database, on its command line or in its config file. (Handing a
-/// database over from a stopped Litestream is fine: walvault continues its chain.)
-fn refuse_if_litestream_is_running(path: &Path) -> Result<()> {
-    let Ok(abs) = std::fs::canonicalize(path) else {
-        return Ok(());
-    };
-    if let Some(pid) = litestream_replicating(&abs) {
-        bail!(
-            "Litestream (pid {pid}) is replicating {} right now: stop it before starting walvault. \
-             Two replicators on one database overwrite each other's files; walvault continues \
-             Litestream's chain once Litestream has stopped",
-            path.display()
-        );
-    }
-    Ok(())
-}
-
-/// A running `litestream replicate`: its pid, working directory and arguments.
-struct LitestreamProcess {
-    pid: u32,
-    cwd: PathBuf,
-    args: Vec<String>,
-}
-
-/// How long one scan of `/proc` answers for: `watch` opens its databases one after the
-/// other, and 1 000 databases must not mean 1 000 scans of every process's cmdline.
-const PROCESS_SCAN_REUSE: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// The running `litestream replicate` processes, from a scan at most
-/// [`PROCESS_SCAN_REUSE`] old.
-fn litestream_processes() -> std::sync::Arc<Vec<LitestreamProcess>> {
-    use std::sync::{Arc, Mutex};
-    use std::time::Instant;
-    static LAST: Mutex<Option<(Instant, Arc<Vec<LitestreamProcess>>)>> = Mutex::new(None);
-    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((at, found)) = last.as_ref()
-        && at.elapsed() < PROCESS_SCAN_REUSE
-    {
-        return Arc::clone(found);
-    }
-    let found = Arc::new(scan_litestream_processes());
-    *last = Some((Instant::now(), Arc::clone(&found)));
-    found
-}
-
-fn scan_litestream_processes() -> Vec<LitestreamProcess> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = raw
-            .split(|&b| b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        let is_litestream = args
-            .first()
-            .and_then(|a| Path::new(a).file_name())
-            .is_some_and(|n| n == "litestream");
-        if !is_litestream || !args.iter().any(|a| a == "replicate") {
-            continue;
-        }
-        let cwd = std::fs::read_link(entry.path().join("cwd")).unwrap_or_default();
-        found.push(LitestreamProcess { pid, cwd, args });
-    }
-    found
-}
-
-/// The pid of a running `litestream replicate` that covers `db` (an absolute path).
-fn litestream_replicating(db: &Path) -> Option<u32> {
-    let db_s = db.to_string_lossy();
-    for p in litestream_processes().iter() {
-        let names_db = |arg: &str| std::fs::canonicalize(p.cwd.join(arg)).is_ok_and(|c| c == db);
-        if p.args
-            .iter()
-            .skip(2)
-            .any(|a| !a.starts_with('-') && names_db(a))
-        {
-            return Some(p.pid);
-        }
-        let config = p
-            .args
-            .iter()
-            .position(|a| a == "-config" || a == "--config")
-            .and_then(|i| p.args.get(i + 1))
-            .map(|c| p.cwd.join(c))
-            .unwrap_or_else(|| PathBuf::from("/etc/litestream.yml"));
-        if std::fs::read_to_string(&config).is_ok_and(|text| text.contains(db_s.as_ref())) {
-            return Some(p.pid);
-        }
-    }
-    None
 }
 
 /// What one WAL read returned.

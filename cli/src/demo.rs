@@ -45,6 +45,7 @@ pub async fn run(dir: Option<PathBuf>, duration: Duration) -> Result<()> {
         shutdown_timeout: Duration::from_secs(30),
         max_uploads: 8,
         snapshot_and_exit: false,
+        idle: crate::idle::IdleRelease::never(),
     };
     let writer_db = db.clone();
     let writer = tokio::task::spawn_blocking(move || write_for(&writer_db, duration));

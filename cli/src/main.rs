@@ -98,6 +98,7 @@ async fn run(cmd: Cmd) -> Result<ExitCode> {
             max_uploads,
             checkpoint_frames,
             truncate_bytes,
+            release_idle_after,
         } => {
             let store = open_store(&store).await?;
             let config = Config {
@@ -112,6 +113,9 @@ async fn run(cmd: Cmd) -> Result<ExitCode> {
                 shutdown_timeout,
                 max_uploads,
                 snapshot_and_exit: false,
+                idle: walvault::idle::IdleRelease::new(
+                    Some(release_idle_after).filter(|d| !d.is_zero()),
+                ),
             };
             walvault::watch::watch(&dbs, store, opts, walvault::watch::shutdown_signal()).await?;
         }
@@ -122,6 +126,7 @@ async fn run(cmd: Cmd) -> Result<ExitCode> {
                 shutdown_timeout: std::time::Duration::from_secs(3600),
                 max_uploads: 8,
                 snapshot_and_exit: true,
+                idle: walvault::idle::IdleRelease::never(),
             };
             walvault::watch::watch(
                 std::slice::from_ref(&db),

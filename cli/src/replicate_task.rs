@@ -18,7 +18,8 @@ use walvault_engine::spec::{self, FileSpec, MaterializeError};
 use walvault_engine::time::format_rfc3339_ms;
 
 use crate::clock::Clock;
-use crate::database::{self, Database};
+use crate::database::{self, Database, WalChunk};
+use crate::idle::{IdleRelease, IdleState, ReadSignature};
 use crate::integrity::{ChainLinks, HashingWriter};
 use crate::position::StateDir;
 use crate::remote;
@@ -104,7 +105,14 @@ pub struct DbTask {
     tx: mpsc::UnboundedSender<Completion>,
     rx: mpsc::UnboundedReceiver<Completion>,
     snapshot_on_stop: bool,
+    idle: IdleState,
+    /// A WAL read that had to take the lock again and found SQLite busy: tried again
+    /// at this time (the engine waits for its answer meanwhile).
+    retry_read: Option<(tokio::time::Instant, u64, u64)>,
 }
+
+/// How long to wait before taking the lock again after SQLite said busy.
+const ATTACH_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl DbTask {
     pub fn new(
@@ -113,6 +121,7 @@ impl DbTask {
         cfg: Config,
         uploads: Arc<Semaphore>,
         snapshot_on_stop: bool,
+        idle: IdleRelease,
     ) -> Result<DbTask> {
         let name = database::db_name(&db.path)?;
         let state = StateDir::for_db(&db.path);
@@ -133,21 +142,23 @@ impl DbTask {
             tx,
             rx,
             snapshot_on_stop,
+            idle: IdleState::new(idle),
+            retry_read: None,
         })
     }
 
     /// Runs until the engine stops (after `shutdown` fires) or halts.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
         let name = self.name.clone();
-        self.db
-            .acquire_read_lock()
-            .with_context(|| format!("{name}: taking the read lock"))?;
         let local = self.state.load()?;
         // A mark left by a run that did not stop cleanly: its requests may still land.
         let unfinished_run = self.state.unfinished_run()?;
         let (tip, tip_digest) = remote::tip_with_digest(&self.store, &name)
             .await
             .with_context(|| format!("{name}: reading the replica"))?;
+        self.idle.enter_start().await;
+        tokio::task::block_in_place(|| self.db.attach())
+            .with_context(|| format!("{name}: taking the read lock"))?;
         info!(db = %name, remote_txid = format_args!("{:016x}", tip.max_txid), "starting replication");
         self.links.seed(tip.chain_end, tip_digest);
         self.sums = self.state.take_sums(tip.chain_end);
@@ -179,7 +190,24 @@ impl DbTask {
                     return done;
                 }
             }
+            if self.db.is_attached()
+                && self.retry_read.is_none()
+                && self.idle.last_read_was(self.engine.next_read())
+                && self
+                    .idle
+                    .should_release(self.engine.is_quiescent(), std::time::Instant::now())
+            {
+                if self.idle.checkpoint_first(self.engine.wal_frames()) {
+                    self.engine.handle(self.clock.now(), Input::CheckpointSoon);
+                    continue;
+                }
+                self.release_idle();
+            }
             let deadline = self.engine.poll_timeout().map(|t| self.clock.instant_at(t));
+            let deadline = match (deadline, self.retry_read) {
+                (Some(d), Some((r, ..))) => Some(d.min(r)),
+                (d, r) => d.or(r.map(|(r, ..)| r)),
+            };
             tokio::select! {
                 Some(c) = self.rx.recv() => {
                     let now = self.clock.now();
@@ -192,7 +220,17 @@ impl DbTask {
                         }
                     }
                 }
-                _ = sleep_until(deadline) => self.engine.handle_timeout(self.clock.now()),
+                _ = sleep_until(deadline) => {
+                    if let Some((at, offset, max_len)) = self.retry_read
+                        && at <= tokio::time::Instant::now()
+                    {
+                        self.retry_read = None;
+                        if let Some(done) = self.read_wal(offset, max_len)? {
+                            return done;
+                        }
+                    }
+                    self.engine.handle_timeout(self.clock.now())
+                }
                 r = shutdown.changed(), if !shutdown_sent => {
                     if r.is_err() {
                         // The sender is gone: treat it as a shutdown request.
@@ -207,36 +245,11 @@ impl DbTask {
 
     /// Carries out one command. `Some(result)` ends the task.
     fn execute(&mut self, cmd: Command) -> Result<Option<Result<()>>> {
-        let now = self.clock.now();
         match cmd {
             Command::ReadWal { offset, max_len } => {
-                let pending = std::fs::metadata(&self.db.wal_path)
-                    .map(|m| m.len().saturating_sub(offset).min(max_len))
-                    .unwrap_or(0);
-                let chunk = off_task_if(pending > INLINE_IO_BYTES, || {
-                    self.db.check_still_same_file()?;
-                    database::read_wal(&self.db.path, &self.db.wal_path, offset, max_len)
-                });
-                let chunk = match chunk {
-                    Ok(c) => c,
-                    Err(e) => {
-                        error!(db = %self.name, "replication halted: {e:#}");
-                        let _ = self.db.release_read_lock();
-                        return Ok(Some(Err(
-                            e.context(format!("{}: reading the WAL", self.name))
-                        )));
-                    }
-                };
-                self.engine.handle(
-                    now,
-                    Input::WalRead {
-                        header: chunk.header.as_ref().map(|h| &h[..]),
-                        file_len: chunk.file_len,
-                        db_len: chunk.db_len,
-                        offset,
-                        data: &chunk.data,
-                    },
-                );
+                if let Some(done) = self.read_wal(offset, max_len)? {
+                    return Ok(Some(done));
+                }
             }
             Command::Upload {
                 file,
@@ -281,7 +294,15 @@ impl DbTask {
                     format!("{}: persisting the replication position", self.name)
                 })?;
             }
-            Command::Event(e) => self.log_event(e),
+            Command::Event(e) => {
+                if matches!(e, Event::SnapshotStarted { .. })
+                    && self.idle.on_full_snapshot_after_wake()
+                {
+                    info!(db = %self.name, "the WAL was checkpointed away while the database was released: \
+                        it keeps its connection from now on (one full snapshot instead of incremental files)");
+                }
+                self.log_event(e)
+            }
             Command::Stopped => {
                 // Everything is durable: the checksums describe the tip, so the next start
                 // can keep recording them without reading the whole database.
@@ -309,6 +330,83 @@ impl DbTask {
             }
         }
         Ok(None)
+    }
+
+    /// Answers a WAL read. While released, a read that shows anything other than the
+    /// last read under the lock takes the lock again and reads again, so the engine
+    /// never consumes bytes read without it. `Some(result)` ends the task.
+    fn read_wal(&mut self, offset: u64, max_len: u64) -> Result<Option<Result<()>>> {
+        let mut chunk = match self.read_chunk(offset, max_len) {
+            Ok(c) => c,
+            Err(e) => return Ok(Some(self.halt_on(e.context("reading the WAL")))),
+        };
+        if !self.db.is_attached() {
+            let sig = ReadSignature::of(offset, max_len, &chunk);
+            if !self.idle.unchanged(&sig) {
+                match tokio::task::block_in_place(|| self.db.attach()) {
+                    Ok(()) => {
+                        self.idle.woke();
+                        debug!(db = %self.name, "the database changed: connection taken again");
+                    }
+                    Err(e) if database::is_busy(&e) => {
+                        warn!(db = %self.name, "taking the read lock again: {e:#}; retrying");
+                        self.retry_read =
+                            Some((tokio::time::Instant::now() + ATTACH_RETRY, offset, max_len));
+                        return Ok(None);
+                    }
+                    Err(e) => {
+                        return Ok(Some(self.halt_on(e.context("taking the read lock again"))));
+                    }
+                }
+                chunk = match self.read_chunk(offset, max_len) {
+                    Ok(c) => c,
+                    Err(e) => return Ok(Some(self.halt_on(e.context("reading the WAL")))),
+                };
+            }
+        }
+        if self.db.is_attached() {
+            self.idle
+                .note_locked_read(ReadSignature::of(offset, max_len, &chunk));
+        }
+        self.engine.handle(
+            self.clock.now(),
+            Input::WalRead {
+                header: chunk.header.as_ref().map(|h| &h[..]),
+                file_len: chunk.file_len,
+                db_len: chunk.db_len,
+                offset,
+                data: &chunk.data,
+            },
+        );
+        Ok(None)
+    }
+
+    fn read_chunk(&self, offset: u64, max_len: u64) -> Result<WalChunk> {
+        let pending = std::fs::metadata(&self.db.wal_path)
+            .map(|m| m.len().saturating_sub(offset).min(max_len))
+            .unwrap_or(0);
+        off_task_if(pending > INLINE_IO_BYTES, || {
+            self.db.check_still_same_file()?;
+            database::read_wal(&self.db.path, &self.db.wal_path, offset, max_len)
+        })
+    }
+
+    /// Stops replicating this database with `e`, logged and returned.
+    fn halt_on(&mut self, e: anyhow::Error) -> Result<()> {
+        error!(db = %self.name, "replication halted: {e:#}");
+        let _ = self.db.release_read_lock();
+        Err(e.context(self.name.clone()))
+    }
+
+    /// Closes the connection of a quiescent database (decision 21).
+    fn release_idle(&mut self) {
+        self.engine
+            .handle(self.clock.now(), Input::ReadLockReleased);
+        if let Err(e) = self.db.release() {
+            warn!(db = %self.name, "ending the read transaction while releasing: {e:#}");
+        }
+        self.idle.released();
+        debug!(db = %self.name, "idle: connection closed until the WAL changes");
     }
 
     /// Builds the file into the staging area (first attempt only), then uploads it on
@@ -379,7 +477,7 @@ impl DbTask {
     /// its SHA-256 and the page checksums of the state it produces (when the state
     /// before it is known).
     fn stage(&self, file: FileId, spec: &FileSpec) -> Result<(Staged, String, Option<PageSums>)> {
-        let mut pages = self.db.pages();
+        let mut pages = self.db.pages()?;
         let h = &spec.header;
         let mut sums = match &spec.pages {
             PageSet::Full { .. } => Some(PageSums::new_image(h.commit)),
@@ -431,7 +529,7 @@ impl DbTask {
         let expected = match staged.as_ref().map(Staged::read) {
             Some(Ok(bytes)) => Ok(bytes),
             _ => tokio::task::block_in_place(|| -> Result<Vec<u8>> {
-                let mut pages = self.db.pages();
+                let mut pages = self.db.pages()?;
                 Ok(spec::materialize(&spec, &mut pages, Vec::new())?.0)
             }),
         };

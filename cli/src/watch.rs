@@ -11,6 +11,7 @@ use tracing::{info, warn};
 use walvault_engine::replicator::Config;
 
 use crate::database::{self, Database};
+use crate::idle::IdleRelease;
 use crate::replicate_task::{DbTask, check_unique_names};
 use crate::storage::Store;
 
@@ -20,6 +21,8 @@ pub struct WatchOptions {
     pub max_uploads: usize,
     /// Stop as soon as everything is shipped, after writing a level-9 snapshot.
     pub snapshot_and_exit: bool,
+    /// When idle databases give up their connection (decision 21).
+    pub idle: IdleRelease,
 }
 
 /// Replicates `dbs` until `stop` completes (or, for snapshots, until done).
@@ -35,10 +38,17 @@ pub async fn watch(
         .map(|p| database::db_name(p))
         .collect::<Result<Vec<_>>>()?;
     check_unique_names(&names)?;
-    let opened = dbs
+    let mut opened = dbs
         .iter()
         .map(|p| Database::open(p))
         .collect::<Result<Vec<_>>>()?;
+    if opts.idle.after.is_some() {
+        // Checked; each task takes its connection back when its start-up turn comes,
+        // so a thousand databases never hold a thousand connections at once.
+        for db in &mut opened {
+            db.release()?;
+        }
+    }
     store.check().await.context("the replica is not usable")?;
     let store = Arc::new(store);
     let uploads = Arc::new(Semaphore::new(opts.max_uploads.max(1)));
@@ -53,6 +63,7 @@ pub async fn watch(
             cfg,
             Arc::clone(&uploads),
             opts.snapshot_and_exit,
+            opts.idle.clone(),
         )?;
         tasks.spawn(task.run(stop_rx.clone()));
     }

@@ -21,20 +21,26 @@ impl Replicator {
         {
             return;
         }
-        let Some(g) = self.follow.generation.as_ref() else {
+        let Some(mode) = self.checkpoint_due() else {
             return;
         };
-        let end = g.scanner.committed_offset();
-        let frames = end.saturating_sub(WAL_HEADER_SIZE) / g.header.frame_size();
-        let mode = if end >= self.cfg.truncate_bytes {
-            CheckpointMode::Truncate
-        } else if frames >= self.cfg.checkpoint_frames {
-            CheckpointMode::Passive
-        } else {
-            return;
-        };
+        self.ckpt_requested = false;
         self.ckpt = Ckpt::Locking(mode);
         self.out.push_back(Command::LockWriters);
+    }
+
+    /// The checkpoint the WAL's length calls for, if any.
+    pub(super) fn checkpoint_due(&self) -> Option<CheckpointMode> {
+        let g = self.follow.generation.as_ref()?;
+        let end = g.scanner.committed_offset();
+        let frames = self.wal_frames();
+        if end >= self.cfg.truncate_bytes {
+            Some(CheckpointMode::Truncate)
+        } else if frames >= self.cfg.checkpoint_frames || (self.ckpt_requested && frames > 1) {
+            Some(CheckpointMode::Passive)
+        } else {
+            None
+        }
     }
 
     pub(super) fn on_writers_locked(&mut self, ok: bool) {

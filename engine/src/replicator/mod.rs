@@ -93,6 +93,8 @@ pub struct Replicator {
     ckpt: Ckpt,
     /// No new checkpoint attempt before this time (after an abandoned one).
     ckpt_not_before: u64,
+    /// The caller asked for a checkpoint whatever the WAL's length ([`Input::CheckpointSoon`]).
+    ckpt_requested: bool,
     /// Our own complete checkpoint left the WAL ready to restart from this header.
     restart_expected: Option<WalHeader>,
     need_snapshot: Option<(SnapshotReason, u64)>,
@@ -132,6 +134,7 @@ impl Replicator {
             reading: None,
             ckpt: Ckpt::Idle,
             ckpt_not_before: 0,
+            ckpt_requested: false,
             restart_expected: None,
             need_snapshot: None,
             resume: None,
@@ -168,8 +171,9 @@ impl Replicator {
     }
 
     /// Nothing is in progress: every committed transaction read is durable, and no
-    /// read, checkpoint, snapshot or shutdown is pending. Only then may the caller let
-    /// go of its read lock ([`Input::ReadLockReleased`]).
+    /// read, checkpoint (running or due, even if put off), snapshot or shutdown is
+    /// pending. Only then may the caller let go of its read lock
+    /// ([`Input::ReadLockReleased`]).
     pub fn is_quiescent(&self) -> bool {
         self.phase == Phase::Streaming
             && !self.shutdown
@@ -179,6 +183,20 @@ impl Replicator {
             && self.orphans.is_empty()
             && self.need_snapshot.is_none()
             && self.follow.batch.is_empty()
+            && self.checkpoint_due().is_none()
+    }
+
+    /// Committed frames in the WAL's current generation, as far as read.
+    pub fn wal_frames(&self) -> u64 {
+        self.follow.generation.as_ref().map_or(0, |g| {
+            g.scanner.committed_offset().saturating_sub(WAL_HEADER_SIZE) / g.header.frame_size()
+        })
+    }
+
+    /// The `(offset, max_len)` of the WAL read the next tick asks for.
+    pub fn next_read(&self) -> (u64, u64) {
+        let offset = self.follow.next_offset();
+        (offset, self.read_len(offset))
     }
 
     pub fn is_stopped(&self) -> bool {
@@ -272,7 +290,9 @@ impl Replicator {
                 // growth of the old generation goes unseen: the restart our checkpoint
                 // prepared proves nothing any more.
                 self.restart_expected = None;
+                self.ckpt_requested = false;
             }
+            Input::CheckpointSoon => self.ckpt_requested = true,
             Input::Shutdown { snapshot } => {
                 if !self.shutdown {
                     self.shutdown = true;

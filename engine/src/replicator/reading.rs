@@ -13,16 +13,20 @@ impl Replicator {
         }
     }
 
-    pub(super) fn read_at(&mut self, offset: u64) {
-        let mut max_len = self.cfg.read_chunk_bytes.max(1);
-        if let Some(g) = self.follow.generation.as_ref()
-            && self.follow.stale_at == Some(offset)
-        {
+    /// How many bytes a read at `offset` asks for.
+    pub(super) fn read_len(&self, offset: u64) -> u64 {
+        let max_len = self.cfg.read_chunk_bytes.max(1);
+        match self.follow.generation.as_ref() {
             // A reused WAL file keeps old frames after the live ones: peek at one frame
             // instead of re-reading megabytes of stale bytes on every tick. If it became
             // valid, the read comes back full and the rest follows at once.
-            max_len = max_len.min(g.header.frame_size());
+            Some(g) if self.follow.stale_at == Some(offset) => max_len.min(g.header.frame_size()),
+            _ => max_len,
         }
+    }
+
+    pub(super) fn read_at(&mut self, offset: u64) {
+        let max_len = self.read_len(offset);
         self.reading = Some((offset, max_len));
         self.out.push_back(Command::ReadWal { offset, max_len });
     }

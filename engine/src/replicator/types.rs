@@ -173,6 +173,10 @@ pub enum Input<'a> {
     /// restart is taken for the one our own checkpoint prepared: a changed WAL
     /// generation is answered with a full file.
     ReadLockReleased,
+    /// Checkpoint (PASSIVE, writers blocked as always) at the next chance however short
+    /// the WAL is, once: the caller is about to release its read lock and wants the WAL
+    /// short first, so that the application's own checkpoint is far off.
+    CheckpointSoon,
 }
 
 /// Everything the engine asks the caller to do.

@@ -54,6 +54,20 @@ fn quiescent_only_when_everything_read_is_durable() {
     assert!(!h.engine.is_quiescent(), "a file in flight");
     h.complete_all();
     assert!(h.engine.is_quiescent());
+    // The next tick asks for exactly what `next_read` names.
+    let want = h.engine.next_read();
+    let seen = h.trace.len();
+    h.tick();
+    let asked = h.trace[seen..].iter().find_map(|(_, c)| match c {
+        crate::replicator::Command::ReadWal { offset, max_len } => Some((*offset, *max_len)),
+        _ => None,
+    });
+    assert_eq!(asked, Some(want));
+    assert_eq!(
+        h.engine.next_read(),
+        want,
+        "nothing new: the same read again"
+    );
     h.shutdown(false);
     assert!(!h.engine.is_quiescent(), "stopping");
 }
@@ -155,4 +169,63 @@ fn the_scenario_loses_a_transaction_without_the_release_input() {
         took_as_continuation(&h),
         "unreachable if the loss is caught"
     );
+}
+
+#[test]
+fn not_quiescent_while_a_checkpoint_is_due() {
+    // The first checkpoint fails busy and is put off: the engine still wants it, so
+    // the shell must keep the lock rather than release it.
+    let mut c = config();
+    c.checkpoint_frames = 3;
+    let mut h = Harness::new(c, Source::new(4, 34));
+    h.lock_answers.push_back(false);
+    h.start();
+    for p in 1..=3 {
+        commit(&mut h, &[p], 4);
+    }
+    h.tick();
+    assert_eq!(
+        h.count(|c| *c == crate::replicator::Command::LockWriters),
+        1
+    );
+    assert!(!h.engine.is_quiescent(), "a checkpoint is due");
+    h.advance(20_000);
+    assert_eq!(
+        h.count(|c| *c == crate::replicator::Command::LockWriters),
+        2
+    );
+    h.tick();
+    assert!(h.engine.is_quiescent(), "checkpointed and restarted");
+    h.check();
+}
+
+#[test]
+fn checkpoint_soon_runs_one_checkpoint_whatever_the_length() {
+    let mut h = Harness::new(config(), Source::new(4, 35));
+    h.start();
+    for p in 1..=3 {
+        commit(&mut h, &[p], 4);
+    }
+    h.tick();
+    assert!(h.engine.is_quiescent());
+    assert!(h.engine.wal_frames() > 1);
+    let t = h.t();
+    h.engine.handle(t, Input::CheckpointSoon);
+    assert!(!h.engine.is_quiescent(), "the asked-for checkpoint is due");
+    h.drain();
+    h.tick();
+    h.tick();
+    let ckpts =
+        |h: &Harness| h.count(|c| matches!(c, crate::replicator::Command::Checkpoint { .. }));
+    assert_eq!(ckpts(&h), 1);
+    assert!(h.engine.is_quiescent());
+    // The restart left only our own `_walvault_seq` frame; no further checkpoint.
+    assert_eq!(h.engine.wal_frames(), 1);
+    commit(&mut h, &[2], 4);
+    h.tick();
+    h.tick();
+    assert_eq!(ckpts(&h), 1, "asked for once");
+    assert_eq!(snapshots(&h), [(1, SnapshotReason::Initial)]);
+    h.check();
+    h.assert_latest_is_source();
 }

@@ -1,0 +1,264 @@
+//! Letting go of an idle database (decision 21). Once the engine has been quiescent for
+//! the configured time, the task closes the database's SQLite connection (no read
+//! lock, no `-shm` mapping, no descriptors). While released, every WAL read is compared
+//! with the last read made under the lock; anything different takes the lock again and
+//! reads again before the engine sees a byte, so the engine only ever consumes reads
+//! made under the lock. Start-ups are gated so that a thousand databases do not all
+//! hold a connection at once while they find their resume points.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::database::WalChunk;
+
+/// Databases finding their resume point at once when idle ones are released.
+pub const CONCURRENT_STARTS: usize = 16;
+
+/// A database released with more WAL frames than this is checkpointed first (once per
+/// quiet period): the application's own checkpoint (at 1 000 frames by default) is
+/// then far off, so a wake-up rarely finds the WAL checkpointed and restarted before
+/// walvault holds its lock again (which would cost a full snapshot).
+pub const RELEASE_CHECKPOINT_FRAMES: u64 = 64;
+
+/// Longest a start-up holds its place in the start-up gate.
+const START_SLOT: Duration = Duration::from_secs(5);
+
+/// How a watch releases idle databases; shared by its tasks.
+#[derive(Clone)]
+pub struct IdleRelease {
+    /// Quiescent this long (after the first quiescence) means released; `None`: never.
+    pub after: Option<Duration>,
+    /// The start-up gate ([`CONCURRENT_STARTS`] places), when releasing at all.
+    pub starts: Option<Arc<Semaphore>>,
+}
+
+impl IdleRelease {
+    pub fn new(after: Option<Duration>) -> IdleRelease {
+        IdleRelease {
+            after,
+            starts: after.map(|_| Arc::new(Semaphore::new(CONCURRENT_STARTS))),
+        }
+    }
+
+    pub fn never() -> IdleRelease {
+        IdleRelease::new(None)
+    }
+}
+
+/// One WAL read's answer, reduced to what tells two answers apart.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ReadSignature {
+    offset: u64,
+    max_len: u64,
+    file_len: u64,
+    db_len: u64,
+    digest: u64,
+}
+
+impl ReadSignature {
+    pub fn of(offset: u64, max_len: u64, chunk: &WalChunk) -> ReadSignature {
+        // A fixed-key hash: it tells a changed header or frame apart from the one read
+        // under the lock, with no adversary to defend against.
+        let mut h = DefaultHasher::new();
+        chunk.header.hash(&mut h);
+        chunk.data.hash(&mut h);
+        ReadSignature {
+            offset,
+            max_len,
+            file_len: chunk.file_len,
+            db_len: chunk.db_len,
+            digest: h.finish(),
+        }
+    }
+}
+
+/// One database's release state.
+pub struct IdleState {
+    policy: IdleRelease,
+    /// The last read answered under the read lock.
+    last_locked_read: Option<ReadSignature>,
+    quiet_since: Option<Instant>,
+    /// The start-up's place in the gate, and when it was taken.
+    start_slot: Option<(OwnedSemaphorePermit, Instant)>,
+    /// Released at least once (the first time needs no quiet period).
+    released_before: bool,
+    /// A checkpoint before releasing was asked for; the next quiescence releases.
+    checkpoint_asked: bool,
+    /// Taken again after a release, until the engine is quiescent again.
+    woke: bool,
+    /// A wake found the WAL restarted or folded away (an application that checkpoints
+    /// while walvault is away): this database keeps its connection from now on.
+    pinned: bool,
+}
+
+impl IdleState {
+    pub fn new(policy: IdleRelease) -> IdleState {
+        IdleState {
+            policy,
+            last_locked_read: None,
+            quiet_since: None,
+            start_slot: None,
+            released_before: false,
+            checkpoint_asked: false,
+            woke: false,
+            pinned: false,
+        }
+    }
+
+    /// Waits for a place in the start-up gate (no wait when nothing is released).
+    pub async fn enter_start(&mut self) {
+        if let Some(gate) = self.policy.starts.clone()
+            && let Ok(permit) = gate.acquire_owned().await
+        {
+            self.start_slot = Some((permit, Instant::now()));
+        }
+    }
+
+    pub fn note_locked_read(&mut self, sig: ReadSignature) {
+        self.last_locked_read = Some(sig);
+    }
+
+    /// Whether a read made while released shows exactly what the last locked read did.
+    pub fn unchanged(&self, sig: &ReadSignature) -> bool {
+        self.last_locked_read.as_ref() == Some(sig)
+    }
+
+    /// Whether the last read under the lock asked for `(offset, max_len)`: only then
+    /// can the reads made while released be compared with it. (Right after a file is
+    /// cut the last read was a longer one; the next tick's read settles it.)
+    pub fn last_read_was(&self, next: (u64, u64)) -> bool {
+        self.last_locked_read
+            .is_some_and(|s| (s.offset, s.max_len) == next)
+    }
+
+    /// Taken again after a release.
+    pub fn woke(&mut self) {
+        self.woke = true;
+        self.quiet_since = None;
+    }
+
+    /// A wake that ended in a full snapshot pins the database. Returns true the first
+    /// time (for one log line).
+    pub fn on_full_snapshot_after_wake(&mut self) -> bool {
+        if self.woke && !self.pinned {
+            self.pinned = true;
+            return true;
+        }
+        false
+    }
+
+    /// Called after every step with whether the engine is quiescent; true when the
+    /// database should be released now.
+    pub fn should_release(&mut self, quiescent: bool, now: Instant) -> bool {
+        if let Some((_, at)) = &self.start_slot
+            && (quiescent || now.duration_since(*at) >= START_SLOT)
+        {
+            self.start_slot = None;
+        }
+        if !quiescent {
+            self.quiet_since = None;
+            return false;
+        }
+        self.woke = false;
+        let since = *self.quiet_since.get_or_insert(now);
+        let Some(after) = self.policy.after else {
+            return false;
+        };
+        !self.pinned
+            && (!self.released_before
+                || self.checkpoint_asked
+                || now.duration_since(since) >= after)
+    }
+
+    /// Whether to ask for a checkpoint before releasing a WAL of `frames` frames; at
+    /// most once per release.
+    pub fn checkpoint_first(&mut self, frames: u64) -> bool {
+        if self.checkpoint_asked || frames <= RELEASE_CHECKPOINT_FRAMES {
+            return false;
+        }
+        self.checkpoint_asked = true;
+        true
+    }
+
+    pub fn released(&mut self) {
+        self.released_before = true;
+        self.checkpoint_asked = false;
+        self.quiet_since = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(data: &[u8], file_len: u64) -> WalChunk {
+        WalChunk {
+            header: Some([7; 32]),
+            file_len,
+            db_len: 4096,
+            data: data.to_vec(),
+        }
+    }
+
+    #[test]
+    fn signatures_differ_on_any_part_of_the_answer() {
+        let base = ReadSignature::of(32, 100, &chunk(b"", 32));
+        assert_eq!(base, ReadSignature::of(32, 100, &chunk(b"", 32)));
+        assert_ne!(base, ReadSignature::of(32, 100, &chunk(b"x", 32)));
+        assert_ne!(base, ReadSignature::of(32, 100, &chunk(b"", 64)));
+        assert_ne!(base, ReadSignature::of(64, 100, &chunk(b"", 32)));
+        let mut other_header = chunk(b"", 32);
+        other_header.header = Some([8; 32]);
+        assert_ne!(base, ReadSignature::of(32, 100, &other_header));
+        let mut no_wal = chunk(b"", 32);
+        no_wal.header = None;
+        assert_ne!(base, ReadSignature::of(32, 100, &no_wal));
+        let mut grown_db = chunk(b"", 32);
+        grown_db.db_len = 8192;
+        assert_ne!(base, ReadSignature::of(32, 100, &grown_db));
+    }
+
+    #[test]
+    fn first_quiescence_releases_then_only_after_the_quiet_period() {
+        let mut s = IdleState::new(IdleRelease::new(Some(Duration::from_secs(60))));
+        let t0 = Instant::now();
+        assert!(!s.should_release(false, t0));
+        assert!(s.should_release(true, t0), "first quiescence after start");
+        s.released();
+        s.woke();
+        assert!(!s.should_release(false, t0));
+        assert!(!s.should_release(true, t0 + Duration::from_secs(1)));
+        assert!(!s.should_release(true, t0 + Duration::from_secs(60)));
+        assert!(s.should_release(true, t0 + Duration::from_secs(61)));
+    }
+
+    #[test]
+    fn a_long_wal_is_checkpointed_once_then_released_at_once() {
+        let mut s = IdleState::new(IdleRelease::new(Some(Duration::from_secs(60))));
+        let t0 = Instant::now();
+        assert!(s.should_release(true, t0));
+        assert!(s.checkpoint_first(500));
+        // The checkpoint makes the engine busy, then quiescent again: release now,
+        // without another quiet period, whatever the checkpoint achieved.
+        assert!(!s.should_release(false, t0));
+        assert!(s.should_release(true, t0));
+        assert!(!s.checkpoint_first(500), "once");
+        s.released();
+        assert!(!s.checkpoint_first(RELEASE_CHECKPOINT_FRAMES));
+    }
+
+    #[test]
+    fn never_releases_without_a_policy_or_once_pinned() {
+        let mut s = IdleState::new(IdleRelease::never());
+        assert!(!s.should_release(true, Instant::now()));
+        let mut s = IdleState::new(IdleRelease::new(Some(Duration::ZERO)));
+        s.released();
+        s.woke();
+        assert!(s.on_full_snapshot_after_wake());
+        assert!(!s.on_full_snapshot_after_wake(), "reported once");
+        assert!(!s.should_release(true, Instant::now()));
+    }
+}
