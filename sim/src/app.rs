@@ -7,12 +7,13 @@
 //! lock held now stays held until a later event, and waiting would only burn time.
 //! A lock that production would wait for (100 ms, 5 s) is modelled as one held longer.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, params};
 
+use crate::memfs::{self, MemFile};
+use crate::memvfs;
 use crate::plan::{AppOp, CkptMode};
 use crate::rng::SplitMix;
 
@@ -36,7 +37,13 @@ pub fn pin_sqlite_prng(seed: u64) {
     }
 }
 
-/// The directory a run works in: tmpfs when there is one.
+/// Opens `path` through the simulator's in-memory VFS (`memvfs.rs`).
+pub fn open(path: &Path, flags: OpenFlags) -> rusqlite::Result<Connection> {
+    Connection::open_with_flags_and_vfs(path, flags, memvfs::name())
+}
+
+/// The directory a run works in. Its files live in memory (`memfs.rs`); the path is
+/// on tmpfs, when there is one, for the files of a failed run kept for inspection.
 pub fn run_dir(seed: u64, tag: &str) -> PathBuf {
     let base = if Path::new("/dev/shm").is_dir() {
         PathBuf::from("/dev/shm")
@@ -94,7 +101,7 @@ fn max_id(c: &Connection) -> rusqlite::Result<i64> {
 }
 
 fn conn(path: &Path, autockpt: u32, cache_pages: i64) -> rusqlite::Result<Connection> {
-    let c = Connection::open_with_flags(
+    let c = open(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
@@ -116,11 +123,10 @@ impl App {
         auto_vacuum: bool,
         autockpt: u32,
     ) -> Result<App, String> {
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        memfs::remove_dir(&dir);
         let db_path = dir.join("sim.db");
         let setup = || -> rusqlite::Result<(Connection, Connection, Connection)> {
-            let app = Connection::open_with_flags(
+            let app = open(
                 &db_path,
                 OpenFlags::SQLITE_OPEN_READ_WRITE
                     | OpenFlags::SQLITE_OPEN_CREATE
@@ -157,10 +163,12 @@ impl App {
         })
     }
 
-    /// The one long-lived handle on the database file, opened once per run (closing
-    /// any descriptor of the file would drop every POSIX lock the process holds on it).
-    pub fn open_db_handle(&self) -> Result<File, String> {
-        File::open(&self.db_path).map_err(|e| format!("opening {}: {e}", self.db_path.display()))
+    /// The one long-lived handle on the database file, opened once per run (in
+    /// production, closing any descriptor of the file would drop every POSIX lock the
+    /// process holds on it).
+    pub fn open_db_handle(&self) -> Result<MemFile, String> {
+        memfs::open(&self.db_path)
+            .ok_or_else(|| format!("opening {}: no such file", self.db_path.display()))
     }
 
     pub fn long_open(&self) -> bool {

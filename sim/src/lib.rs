@@ -7,6 +7,7 @@
 //! Modules, from the bottom up:
 //! - [`rng`] seeded ChaCha streams, [`params`] swarm parameters, [`plan`] plans,
 //!   [`queue`] the event queue, [`trace`] the trace hash, [`coverage`] counters;
+//! - [`memfs`] the in-memory local files and [`memvfs`] the SQLite VFS over them;
 //! - [`app`] the application on SQLite, [`replica_db`] the replicator's SQLite side,
 //!   [`oracle`] the independent record of every source state, [`pagesum`] its page
 //!   checksums;
@@ -25,6 +26,8 @@ pub mod corpus;
 pub mod coverage;
 pub mod disk;
 pub mod invariant;
+pub mod memfs;
+pub mod memvfs;
 pub mod mutation;
 pub mod oracle;
 pub mod pagesum;

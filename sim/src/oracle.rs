@@ -12,9 +12,8 @@
 //! state; only commits do.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 
+use crate::memfs::MemFile;
 use crate::pagesum::page_checksum;
 
 use crate::rng::{Purpose, Stream};
@@ -95,9 +94,9 @@ fn wal_sum(big_endian: bool, data: &[u8], mut s1: u32, mut s2: u32) -> (u32, u32
 impl Oracle {
     /// Starts from the database file as it is (before any WAL frame), read through the
     /// run's one database handle.
-    pub fn new(seed: u64, page_size: u32, db: &File) -> Result<Oracle, String> {
+    pub fn new(seed: u64, page_size: u32, db: &MemFile) -> Result<Oracle, String> {
         let ps = page_size as usize;
-        let len = db.metadata().map_err(|e| e.to_string())?.len() as usize;
+        let len = db.len() as usize;
         let mut image = vec![0u8; len / ps * ps];
         db.read_exact_at(&mut image, 0)
             .map_err(|e| format!("reading the database file: {e}"))?;
@@ -180,13 +179,13 @@ impl Oracle {
     }
 
     /// Follows the WAL from the last commit seen; applies new commits.
-    pub fn observe(&mut self, wal: Option<&File>) -> Result<Observed, String> {
+    pub fn observe(&mut self, wal: Option<&MemFile>) -> Result<Observed, String> {
         let mut out = Observed::default();
         let Some(f) = wal else {
             out.wal_gone = self.generation.take().is_some();
             return Ok(out);
         };
-        let len = f.metadata().map_err(|e| e.to_string())?.len();
+        let len = f.len();
         let mut h = [0u8; 32];
         if len < WAL_HDR || f.read_exact_at(&mut h, 0).is_err() {
             out.wal_gone = self.generation.take().is_some();

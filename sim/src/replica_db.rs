@@ -7,14 +7,15 @@
 //! The checkpoint is split into its steps so the simulator can let the application
 //! run between them, as another process would in production.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 use walvault_engine::replicator::CheckpointResult;
 use walvault_engine::spec::PageReader;
+
+use crate::app::open;
+use crate::memfs::{self, MemFile};
 
 pub struct ReplicaDb {
     pub page_size: u32,
@@ -31,7 +32,7 @@ impl ReplicaDb {
     /// `Database::open`: WAL mode check, no checkpoint on close, no autocheckpoint,
     /// the `_walvault_seq` table, the page size.
     pub fn open(path: &Path) -> Result<ReplicaDb, String> {
-        let conn = Connection::open_with_flags(
+        let conn = open(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
@@ -113,7 +114,7 @@ impl ReplicaDb {
     /// lock is one held longer than that). The read transaction stays held.
     pub fn lock_writers(&mut self, path: &Path) -> Result<bool, String> {
         if self.writer.is_none() {
-            let w = Connection::open_with_flags(
+            let w = open(
                 path,
                 OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )
@@ -175,11 +176,10 @@ impl ReplicaDb {
 
 /// The run's handle on the WAL file. Production opens the WAL for every read and
 /// every file it builds; the WAL carries no POSIX lock and its inode never changes
-/// while the application's connections are open, so one handle read with `pread` is
-/// the same thing at a fraction of the system calls.
+/// while the application's connections are open, so one handle is the same thing.
 pub struct WalHandle {
     path: PathBuf,
-    file: Option<File>,
+    file: Option<MemFile>,
 }
 
 impl WalHandle {
@@ -188,9 +188,9 @@ impl WalHandle {
     }
 
     /// The WAL, or `None` while it does not exist.
-    pub fn get(&mut self) -> Option<&File> {
+    pub fn get(&mut self) -> Option<&MemFile> {
         if self.file.is_none() {
-            self.file = File::open(&self.path).ok();
+            self.file = memfs::open(&self.path);
         }
         self.file.as_ref()
     }
@@ -206,8 +206,8 @@ pub struct WalChunk {
 
 /// `database::read_wal`, first half: the database file's length (production stats the
 /// path; here the run's database handle), the WAL's length and header.
-pub fn read_wal_head(db: &File, wal: Option<&File>) -> Result<WalChunk, String> {
-    let db_len = db.metadata().map(|m| m.len()).unwrap_or(0);
+pub fn read_wal_head(db: &MemFile, wal: Option<&MemFile>) -> Result<WalChunk, String> {
+    let db_len = db.len();
     let Some(file) = wal else {
         return Ok(WalChunk {
             header: None,
@@ -216,7 +216,7 @@ pub fn read_wal_head(db: &File, wal: Option<&File>) -> Result<WalChunk, String> 
             data: Vec::new(),
         });
     };
-    let file_len = file.metadata().map_err(|e| format!("stat WAL: {e}"))?.len();
+    let file_len = file.len();
     let mut header = None;
     if file_len >= 32 {
         let mut h = [0u8; 32];
@@ -236,7 +236,7 @@ pub fn read_wal_head(db: &File, wal: Option<&File>) -> Result<WalChunk, String> 
 /// allows (the application may have written in between).
 pub fn read_wal_data(
     chunk: &mut WalChunk,
-    wal: Option<&File>,
+    wal: Option<&MemFile>,
     offset: u64,
     max_len: u64,
 ) -> Result<(), String> {
@@ -261,8 +261,8 @@ pub fn read_wal_data(
 /// `FilePages`: the WAL and the database through the run's handles.
 /// `stale_page` (a mutation) serves the first WAL page from the database file.
 pub struct Pages<'a> {
-    pub wal: Option<&'a File>,
-    pub db: &'a File,
+    pub wal: Option<&'a MemFile>,
+    pub db: &'a MemFile,
     pub page_size: u64,
     pub stale_page: bool,
 }

@@ -12,7 +12,6 @@
 //! The first broken invariant ends the run.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -25,6 +24,7 @@ use crate::checker::Checker;
 use crate::coverage::{Cov, Coverage};
 use crate::disk::Disk;
 use crate::invariant::{Inv, Violation};
+use crate::memfs::{self, MemFile};
 use crate::mutation::Mutation;
 use crate::oracle::Oracle;
 use crate::params::Params;
@@ -201,7 +201,7 @@ pub struct World {
     pub recorded: Vec<FaultEntry>,
     pub(crate) site_n: BTreeMap<Site, u64>,
     pub app: App,
-    pub db_file: File,
+    pub db_file: MemFile,
     pub wal: WalHandle,
     pub oracle: Oracle,
     pub store: Store,
@@ -606,7 +606,7 @@ pub fn run_plan(plan: Plan, opts: &RunOptions) -> RunReport {
     let mut world = match World::new(plan.clone(), opts) {
         Ok(w) => w,
         Err(e) => {
-            let _ = std::fs::remove_dir_all(app::run_dir(seed, &opts.tag));
+            memfs::remove_dir(&app::run_dir(seed, &opts.tag));
             return RunReport {
                 seed,
                 violation: Some(Violation {
@@ -672,8 +672,15 @@ pub fn run_plan(plan: Plan, opts: &RunOptions) -> RunReport {
     world.oracle_conn = None;
     world.app.close();
     drop(world);
-    if !(failed && opts.keep_dir_on_failure) {
+    if failed && opts.keep_dir_on_failure {
         let _ = std::fs::remove_dir_all(&dir);
+        if let Err(e) = memfs::dump_dir(&dir) {
+            eprintln!(
+                "keeping the files of the failed run in {}: {e}",
+                dir.display()
+            );
+        }
     }
+    memfs::remove_dir(&dir);
     report
 }

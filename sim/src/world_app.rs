@@ -78,7 +78,7 @@ impl World {
     /// (`sqlite3_serialize` through a separate read-only connection).
     pub(crate) fn oracle_cross_check(&mut self) {
         if self.oracle_conn.is_none() {
-            match rusqlite::Connection::open_with_flags(
+            match crate::app::open(
                 &self.app.db_path,
                 rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
                     | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,

@@ -100,8 +100,7 @@ impl World {
         match self.app.final_checkpoint() {
             Err(e) => self.fail(Inv::Harness, e),
             Ok((busy, log, done)) if !busy && log == done => {
-                use std::os::unix::fs::FileExt;
-                let len = self.db_file.metadata().map(|m| m.len()).unwrap_or(0) as usize;
+                let len = self.db_file.len() as usize;
                 let mut file = vec![0u8; len];
                 if let Err(e) = self.db_file.read_exact_at(&mut file, 0) {
                     self.fail(

@@ -59,11 +59,11 @@ fn wal_bytes(seed: u64, tag: &str) -> Vec<u8> {
         };
         app.run(&op).expect("op");
     }
-    let bytes = std::fs::read(&app.wal_path).expect("WAL");
+    let bytes = walvault_sim::memfs::read(&app.wal_path).expect("WAL");
     let dir = app.dir.clone();
     app.close();
     drop(app);
-    let _ = std::fs::remove_dir_all(dir);
+    walvault_sim::memfs::remove_dir(&dir);
     bytes
 }
 
