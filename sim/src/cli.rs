@@ -240,6 +240,7 @@ fn run_one(plan: Plan, quiet: bool, common: &Common, check: bool, keep: bool) ->
 }
 
 pub fn main() -> ExitCode {
+    crate::malloc::keep_freed_memory();
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Run {

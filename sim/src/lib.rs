@@ -16,7 +16,8 @@
 //!   checks), [`shell`] command execution, [`requests`] store traffic (with `startup`
 //!   and `completions`);
 //! - [`restore`] and [`checker`] the invariants, [`invariant`] their names;
-//! - [`mutation`] deliberately broken behaviours; [`sweep`], [`shrink`], [`cli`].
+//! - [`mutation`] deliberately broken behaviours; [`sweep`], [`shrink`], [`cli`],
+//!   [`malloc`] the allocator settings of the binary.
 
 pub mod app;
 pub mod checker;
@@ -26,6 +27,7 @@ pub mod corpus;
 pub mod coverage;
 pub mod disk;
 pub mod invariant;
+pub mod malloc;
 pub mod memfs;
 pub mod memvfs;
 pub mod mutation;

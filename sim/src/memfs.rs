@@ -151,6 +151,24 @@ impl MemFile {
         Ok(n)
     }
 
+    /// Up to `max` bytes from `offset` (fewer at the end of the file), appended to
+    /// `out` without zero-filling it first.
+    pub fn read_into(&self, out: &mut Vec<u8>, offset: u64, max: u64) {
+        let g = self.inner();
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(g.data.len());
+        let n = usize::try_from(max)
+            .unwrap_or(usize::MAX)
+            .min(g.data.len() - start);
+        out.extend_from_slice(&g.data[start..start + n]);
+    }
+
+    /// `f` over the file's bytes as they are now, without copying them.
+    pub fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        f(&self.inner().data)
+    }
+
     /// All of `buf` from `offset`, or `UnexpectedEof`.
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
         if self.read_at(buf, offset)? == buf.len() {

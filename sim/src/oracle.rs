@@ -67,7 +67,6 @@ pub struct Oracle {
     sample_bytes: usize,
     sampler: Stream,
     zero: Vec<u8>,
-    buf: Vec<u8>,
 }
 
 fn be32(b: &[u8], at: usize) -> u32 {
@@ -117,7 +116,6 @@ impl Oracle {
             sample_bytes: 0,
             sampler: Stream::new(seed, Purpose::Sample),
             zero: vec![0u8; ps],
-            buf: Vec::new(),
         };
         for p in 1..=commit {
             let s = page_checksum(p, o.page(p));
@@ -246,69 +244,51 @@ impl Oracle {
         }
         let fs = FRAME_HDR as usize + self.ps;
         let total = ((len - from) as usize / fs) * fs;
-        // Read in growing chunks (2 frames, then doubling) and stop at the first frame
-        // that does not continue the chain: a reused WAL file keeps megabytes of an
-        // older generation's frames past the live ones, and reading them all after
-        // every operation was most of a run's system time.
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        let mut chunk = 2 * fs;
+        // Follow the chain in place and stop at the first frame that does not continue
+        // it: a reused WAL file keeps megabytes of an older generation's frames past
+        // the live ones.
         let (big_endian, mut ck) = (g.big_endian, g.commit_ck);
         let mut pending: Vec<usize> = Vec::new();
         let mut txn_start = from;
-        let mut i = 0usize;
-        loop {
-            if (i + 1) * fs > buf.len() {
-                if buf.len() >= total {
+        f.with_bytes(|data| {
+            let buf = &data[from as usize..from as usize + total];
+            for (i, frame) in buf.chunks_exact(fs).enumerate() {
+                if be32(frame, 8) != salt1 || be32(frame, 12) != salt2 {
                     break;
                 }
-                let at = buf.len();
-                let n = chunk.min(total - at);
-                buf.resize(at + n, 0);
-                if let Err(e) = f.read_exact_at(&mut buf[at..], from + at as u64) {
-                    self.buf = buf;
-                    return Err(format!("oracle: reading the WAL: {e}"));
+                let c = wal_sum(big_endian, &frame[..8], ck.0, ck.1);
+                let c = wal_sum(big_endian, &frame[FRAME_HDR as usize..], c.0, c.1);
+                if c != (be32(frame, 16), be32(frame, 20)) || be32(frame, 0) == 0 {
+                    break;
                 }
-                chunk = chunk.saturating_mul(2);
-            }
-            let frame = &buf[i * fs..(i + 1) * fs];
-            if be32(frame, 8) != salt1 || be32(frame, 12) != salt2 {
-                break;
-            }
-            let c = wal_sum(big_endian, &frame[..8], ck.0, ck.1);
-            let c = wal_sum(big_endian, &frame[FRAME_HDR as usize..], c.0, c.1);
-            if c != (be32(frame, 16), be32(frame, 20)) || be32(frame, 0) == 0 {
-                break;
-            }
-            ck = c;
-            if pending.is_empty() {
-                txn_start = from + (i * fs) as u64;
-            }
-            pending.push(i);
-            let ntrunc = be32(frame, 4);
-            if ntrunc != 0 {
-                let before = self.commit;
-                for &j in &pending {
-                    let fr = &buf[j * fs..(j + 1) * fs];
-                    self.set_page(be32(fr, 0), &fr[FRAME_HDR as usize..]);
+                ck = c;
+                if pending.is_empty() {
+                    txn_start = from + (i * fs) as u64;
                 }
-                self.resize(ntrunc);
-                if ntrunc < before {
-                    out.shrank = true;
+                pending.push(i);
+                let ntrunc = be32(frame, 4);
+                if ntrunc != 0 {
+                    let before = self.commit;
+                    for &j in &pending {
+                        let fr = &buf[j * fs..(j + 1) * fs];
+                        self.set_page(be32(fr, 0), &fr[FRAME_HDR as usize..]);
+                    }
+                    self.resize(ntrunc);
+                    if ntrunc < before {
+                        out.shrank = true;
+                    }
+                    pending.clear();
+                    let end = from + ((i + 1) * fs) as u64;
+                    if let Some(g) = self.generation.as_mut() {
+                        g.commit_end = end;
+                        g.commit_ck = ck;
+                    }
+                    self.push_state(salt1, salt2, txn_start, end);
+                    out.commits += 1;
                 }
-                pending.clear();
-                let end = from + ((i + 1) * fs) as u64;
-                if let Some(g) = self.generation.as_mut() {
-                    g.commit_end = end;
-                    g.commit_ck = ck;
-                }
-                self.push_state(salt1, salt2, txn_start, end);
-                out.commits += 1;
             }
-            i += 1;
-        }
+        });
         out.uncommitted_frames = pending.len() as u64;
-        self.buf = buf;
         Ok(out)
     }
 

@@ -244,16 +244,8 @@ pub fn read_wal_data(
         return Ok(());
     };
     let want = chunk.file_len.saturating_sub(offset).min(max_len);
-    let mut data = vec![0u8; want as usize];
-    let mut got = 0usize;
-    while got < data.len() {
-        match file.read_at(&mut data[got..], offset + got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) => return Err(format!("reading the WAL: {e}")),
-        }
-    }
-    data.truncate(got);
+    let mut data = Vec::with_capacity(want as usize);
+    file.read_into(&mut data, offset, want);
     chunk.data = data;
     Ok(())
 }
