@@ -103,6 +103,14 @@ impl ChainLinks {
         }
     }
 
+    /// Forgets all but the newest digest: once everything is durable the next file
+    /// extends the newest one (an idle database keeps one digest, not 256).
+    pub fn keep_newest(&mut self) {
+        if let Some((txid, sha)) = self.by_max_txid.pop_last() {
+            self.by_max_txid = BTreeMap::from([(txid, sha)]);
+        }
+    }
+
     /// Seeds the chain with the store's tip at start-up.
     pub fn seed(&mut self, max_txid: u64, sha: Option<String>) {
         if let Some(sha) = sha {
@@ -125,6 +133,23 @@ impl ChainLinks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keep_newest_still_links_the_next_file() {
+        let f = |min, max| FileId {
+            level: 0,
+            min_txid: min,
+            max_txid: max,
+        };
+        let mut links = ChainLinks::default();
+        links.seed(3, Some("tip".into()));
+        links.record(f(4, 4), "four");
+        links.record(f(5, 6), "six");
+        links.keep_newest();
+        assert_eq!(links.by_max_txid.len(), 1);
+        let meta = links.metadata(f(7, 7), "seven");
+        assert!(meta.contains(&(METADATA_PREV_SHA256, "six".to_string())));
+    }
 
     #[test]
     fn hashing_writer_matches_one_shot_digest() {

@@ -4,6 +4,7 @@
 pub mod args;
 pub mod clock;
 pub mod compare;
+pub mod completion_queue;
 pub mod database;
 pub mod demo;
 pub mod idle;

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, watch};
 use tracing::{debug, error, info, warn};
 use walvault_engine::keys::FileId;
 use walvault_engine::replicator::{
@@ -18,6 +18,7 @@ use walvault_engine::spec::{self, FileSpec, MaterializeError};
 use walvault_engine::time::format_rfc3339_ms;
 
 use crate::clock::Clock;
+use crate::completion_queue::{Completion, CompletionQueue};
 use crate::database::{self, Database, WalChunk};
 use crate::idle::{IdleRelease, IdleState, ReadSignature};
 use crate::integrity::{ChainLinks, HashingWriter};
@@ -26,20 +27,6 @@ use crate::remote;
 use crate::storage::{METADATA_DB_CHECKSUM, METADATA_TIMESTAMP, PutBody, Store, StoreError};
 use walvault_engine::dbsum::PageSums;
 use walvault_engine::spec::PageSet;
-
-/// Results of work done off the task.
-enum Completion {
-    Upload {
-        file: FileId,
-        attempt: u32,
-        result: UploadResult,
-    },
-    Check {
-        file: FileId,
-        attempt: u32,
-        result: CheckResult,
-    },
-}
 
 /// Files whose pages add up to at most this many bytes are built in memory and uploaded
 /// from there: no staging file to create, read back and unlink on every upload (most
@@ -102,8 +89,7 @@ pub struct DbTask {
     sums: Option<(u64, PageSums)>,
     /// The database checksum each staged file's state has, for retries.
     staged_sums: BTreeMap<FileId, u64>,
-    tx: mpsc::UnboundedSender<Completion>,
-    rx: mpsc::UnboundedReceiver<Completion>,
+    completions: Arc<CompletionQueue>,
     snapshot_on_stop: bool,
     idle: IdleState,
     /// A WAL read that had to take the lock again and found SQLite busy: tried again
@@ -126,7 +112,6 @@ impl DbTask {
         let name = database::db_name(&db.path)?;
         let state = StateDir::for_db(&db.path);
         state.prepare()?;
-        let (tx, rx) = mpsc::unbounded_channel();
         Ok(DbTask {
             name,
             db,
@@ -139,8 +124,7 @@ impl DbTask {
             links: ChainLinks::default(),
             sums: None,
             staged_sums: BTreeMap::new(),
-            tx,
-            rx,
+            completions: Arc::default(),
             snapshot_on_stop,
             idle: IdleState::new(idle),
             retry_read: None,
@@ -148,15 +132,25 @@ impl DbTask {
     }
 
     /// Runs until the engine stops (after `shutdown` fires) or halts.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    pub async fn run(mut self, shutdown: watch::Receiver<bool>) -> Result<()> {
+        // The start-up awaits the store's listing, whose future is large: boxed, so each
+        // task keeps only the loop's small state for its lifetime (12 kB less per
+        // database, measured with massif at 300 databases).
+        Box::pin(self.start()).await?;
+        self.replicate(shutdown).await
+    }
+
+    /// Waits for a place in the start-up gate, lists the replica, takes the read lock
+    /// and starts the engine.
+    async fn start(&mut self) -> Result<()> {
         let name = self.name.clone();
+        self.idle.enter_start().await;
         let local = self.state.load()?;
         // A mark left by a run that did not stop cleanly: its requests may still land.
         let unfinished_run = self.state.unfinished_run()?;
         let (tip, tip_digest) = remote::tip_with_digest(&self.store, &name)
             .await
             .with_context(|| format!("{name}: reading the replica"))?;
-        self.idle.enter_start().await;
         tokio::task::block_in_place(|| self.db.attach())
             .with_context(|| format!("{name}: taking the read lock"))?;
         info!(db = %name, remote_txid = format_args!("{:016x}", tip.max_txid), "starting replication");
@@ -177,6 +171,10 @@ impl DbTask {
         let first_txid = self.engine.next_txid();
         tokio::task::block_in_place(|| self.state.begin_run(first_txid))
             .with_context(|| format!("{name}: marking the run in the state directory"))?;
+        Ok(())
+    }
+
+    async fn replicate(&mut self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
         let mut shutdown_sent = false;
         loop {
             if *shutdown.borrow() && !shutdown_sent {
@@ -209,14 +207,16 @@ impl DbTask {
                 (d, r) => d.or(r.map(|(r, ..)| r)),
             };
             tokio::select! {
-                Some(c) = self.rx.recv() => {
+                batch = self.completions.next_batch() => {
                     let now = self.clock.now();
-                    match c {
-                        Completion::Upload { file, attempt, result } => {
-                            self.engine.handle(now, Input::UploadDone { file, attempt, result })
-                        }
-                        Completion::Check { file, attempt, result } => {
-                            self.engine.handle(now, Input::CheckDone { file, attempt, result })
+                    for c in batch {
+                        match c {
+                            Completion::Upload { file, attempt, result } => {
+                                self.engine.handle(now, Input::UploadDone { file, attempt, result })
+                            }
+                            Completion::Check { file, attempt, result } => {
+                                self.engine.handle(now, Input::CheckDone { file, attempt, result })
+                            }
                         }
                     }
                 }
@@ -406,6 +406,15 @@ impl DbTask {
             warn!(db = %self.name, "ending the read transaction while releasing: {e:#}");
         }
         self.idle.released();
+        // Nothing is in flight: give back what the busy spell grew.
+        self.engine.shrink_to_fit();
+        self.links.keep_newest();
+        if self.staged.is_empty() {
+            self.staged = BTreeMap::new();
+        }
+        if self.staged_sums.is_empty() {
+            self.staged_sums = BTreeMap::new();
+        }
         debug!(db = %self.name, "idle: connection closed until the WAL changes");
     }
 
@@ -426,7 +435,7 @@ impl DbTask {
                 }
                 Err(e) => {
                     warn!(db = %self.name, %file, "could not build file: {e:#}");
-                    let _ = self.tx.send(Completion::Upload {
+                    self.completions.send(Completion::Upload {
                         file,
                         attempt,
                         result: UploadResult::SourceChanged(format!("{e:#}")),
@@ -437,7 +446,7 @@ impl DbTask {
         };
         let key = remote::key(&self.store, &self.name, file);
         let store = Arc::clone(&self.store);
-        let tx = self.tx.clone();
+        let tx = Arc::clone(&self.completions);
         let sem = Arc::clone(&self.uploads);
         let mut meta = vec![(
             METADATA_TIMESTAMP,
@@ -465,7 +474,7 @@ impl DbTask {
                     UploadResult::Permanent(e.to_string())
                 }
             };
-            let _ = tx.send(Completion::Upload {
+            tx.send(Completion::Upload {
                 file,
                 attempt,
                 result,
@@ -535,7 +544,7 @@ impl DbTask {
         };
         let key = remote::key(&self.store, &self.name, file);
         let store = Arc::clone(&self.store);
-        let tx = self.tx.clone();
+        let tx = Arc::clone(&self.completions);
         let sem = Arc::clone(&self.uploads);
         tokio::spawn(async move {
             let _permit = sem.acquire().await;
@@ -548,7 +557,7 @@ impl DbTask {
                     CheckResult::Failed(format!("cannot rebuild our file to compare: {e:#}"))
                 }
             };
-            let _ = tx.send(Completion::Check {
+            tx.send(Completion::Check {
                 file,
                 attempt,
                 result,

@@ -186,6 +186,19 @@ impl Replicator {
             && self.checkpoint_due().is_none()
     }
 
+    /// Gives back spare capacity of queues that have emptied: what an idle database
+    /// keeps for as long as it stays idle.
+    pub fn shrink_to_fit(&mut self) {
+        self.queue.shrink_to_fit();
+        self.out.shrink_to_fit();
+        if self.orphans.is_empty() {
+            self.orphans = std::collections::BTreeSet::new();
+        }
+        if self.follow.batch.pages.is_empty() {
+            self.follow.batch.pages = std::collections::BTreeMap::new();
+        }
+    }
+
     /// Committed frames in the WAL's current generation, as far as read.
     pub fn wal_frames(&self) -> u64 {
         self.follow.generation.as_ref().map_or(0, |g| {
