@@ -90,7 +90,7 @@ fn is_busy(e: &rusqlite::Error) -> bool {
 /// One statement without results through the connection's statement cache (the hot
 /// path of every write: parsing `BEGIN IMMEDIATE` and `COMMIT` again each time was a
 /// visible share of a run).
-fn exec(c: &Connection, sql: &str) -> rusqlite::Result<()> {
+pub(crate) fn exec(c: &Connection, sql: &str) -> rusqlite::Result<()> {
     c.prepare_cached(sql)?.execute([])?;
     Ok(())
 }
@@ -237,7 +237,7 @@ impl App {
                 let mut g = SplitMix(seed);
                 exec(app, "BEGIN IMMEDIATE")?;
                 if g.next_u64().is_multiple_of(4) {
-                    app.execute("DELETE FROM big WHERE id = (SELECT min(id) FROM big)", [])?;
+                    exec(app, "DELETE FROM big WHERE id = (SELECT min(id) FROM big)")?;
                 } else {
                     let max: i64 = max_id(app)?;
                     if max > 0 {
@@ -295,7 +295,7 @@ impl App {
                     return Ok(Outcome::default());
                 };
                 let mut g = SplitMix(seed);
-                long.execute_batch("BEGIN IMMEDIATE")?;
+                exec(long, "BEGIN IMMEDIATE")?;
                 self.long_open = true;
                 let r = (|| -> rusqlite::Result<()> {
                     let mut st = long.prepare_cached("INSERT INTO t (k, v) VALUES (?1, ?2)")?;
@@ -306,7 +306,7 @@ impl App {
                     Ok(())
                 })();
                 if let Err(e) = r {
-                    let _ = long.execute_batch("ROLLBACK");
+                    let _ = exec(long, "ROLLBACK");
                     self.long_open = false;
                     return Err(e);
                 }
@@ -321,13 +321,13 @@ impl App {
                 };
                 self.long_open = false;
                 if commit {
-                    if let Err(e) = long.execute_batch("COMMIT") {
-                        let _ = long.execute_batch("ROLLBACK");
+                    if let Err(e) = exec(long, "COMMIT") {
+                        let _ = exec(long, "ROLLBACK");
                         return Err(e);
                     }
                     Ok(committed)
                 } else {
-                    long.execute_batch("ROLLBACK")?;
+                    exec(long, "ROLLBACK")?;
                     Ok(Outcome::default())
                 }
             }
@@ -339,8 +339,9 @@ impl App {
         let Some(c) = self.ckpt.as_ref() else {
             return Ok(Outcome::default());
         };
-        let (busy, log, done): (i64, i64, i64) =
-            c.query_row(mode.sql(), [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let (busy, log, done): (i64, i64, i64) = c
+            .prepare_cached(mode.sql())?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         Ok(Outcome {
             committed: false,
             busy: busy != 0,

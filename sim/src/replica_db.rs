@@ -14,7 +14,7 @@ use rusqlite::{Connection, OpenFlags};
 use walvault_engine::replicator::CheckpointResult;
 use walvault_engine::spec::PageReader;
 
-use crate::app::open;
+use crate::app::{exec, open};
 use crate::memfs::{self, MemFile};
 
 pub struct ReplicaDb {
@@ -80,20 +80,19 @@ impl ReplicaDb {
         if self.in_read_tx {
             return Ok(());
         }
-        self.conn
-            .execute(
-                "INSERT INTO _walvault_seq (id, seq) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET seq = seq + 1",
-                [],
-            )
-            .map_err(|e| err("writing the _walvault_seq row", e))?;
-        self.conn
-            .execute_batch("BEGIN")
-            .map_err(|e| err("BEGIN", e))?;
-        let r: rusqlite::Result<i64> =
-            self.conn
-                .query_row("SELECT COUNT(1) FROM _walvault_seq", [], |r| r.get(0));
+        // Through the statement cache: these run at every start and checkpoint.
+        exec(
+            &self.conn,
+            "INSERT INTO _walvault_seq (id, seq) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET seq = seq + 1",
+        )
+        .map_err(|e| err("writing the _walvault_seq row", e))?;
+        exec(&self.conn, "BEGIN").map_err(|e| err("BEGIN", e))?;
+        let r: rusqlite::Result<i64> = self
+            .conn
+            .prepare_cached("SELECT COUNT(1) FROM _walvault_seq")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)));
         if let Err(e) = r {
-            let _ = self.conn.execute_batch("ROLLBACK");
+            let _ = exec(&self.conn, "ROLLBACK");
             return Err(err("reading _walvault_seq", e));
         }
         self.in_read_tx = true;
@@ -102,9 +101,7 @@ impl ReplicaDb {
 
     pub fn release_read_lock(&mut self) -> Result<(), String> {
         if self.in_read_tx {
-            self.conn
-                .execute_batch("ROLLBACK")
-                .map_err(|e| err("ROLLBACK", e))?;
+            exec(&self.conn, "ROLLBACK").map_err(|e| err("ROLLBACK", e))?;
             self.in_read_tx = false;
         }
         Ok(())
@@ -155,11 +152,14 @@ impl ReplicaDb {
             "PRAGMA wal_checkpoint(PASSIVE)"
         };
         self.conn
-            .query_row(sql, [], |r| {
-                Ok(CheckpointResult {
-                    busy: r.get::<_, i64>(0)? != 0,
-                    log_frames: r.get(1)?,
-                    checkpointed_frames: r.get(2)?,
+            .prepare_cached(sql)
+            .and_then(|mut s| {
+                s.query_row([], |r| {
+                    Ok(CheckpointResult {
+                        busy: r.get::<_, i64>(0)? != 0,
+                        log_frames: r.get(1)?,
+                        checkpointed_frames: r.get(2)?,
+                    })
                 })
             })
             .map_err(|e| err(sql, e))

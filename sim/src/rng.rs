@@ -154,12 +154,11 @@ impl SplitMix {
                 let run = ((x >> 8) & 63) as usize + 1;
                 let b = (x >> 16) as u8;
                 out.extend(std::iter::repeat_n(b, run.min(len - out.len())));
+            } else if len - out.len() >= 8 {
+                out.extend_from_slice(&x.to_le_bytes());
             } else {
-                for b in x.to_le_bytes() {
-                    if out.len() < len {
-                        out.push(b);
-                    }
-                }
+                let n = len - out.len();
+                out.extend_from_slice(&x.to_le_bytes()[..n]);
             }
         }
         out
