@@ -150,14 +150,20 @@ impl IdleState {
         false
     }
 
-    /// Called after every step with whether the engine is quiescent; true when the
-    /// database should be released now.
-    pub fn should_release(&mut self, quiescent: bool, now: Instant) -> bool {
+    /// Called after every step: gives up the start-up slot once the engine has caught
+    /// up (or after [`START_SLOT`]), so the next database can start.
+    pub fn note_progress(&mut self, quiescent: bool, now: Instant) {
         if let Some((_, at)) = &self.start_slot
             && (quiescent || now.duration_since(*at) >= START_SLOT)
         {
             self.start_slot = None;
         }
+    }
+
+    /// Whether the database should be released now, given whether the engine is
+    /// quiescent (called when a comparable read under the lock was made).
+    pub fn should_release(&mut self, quiescent: bool, now: Instant) -> bool {
+        self.note_progress(quiescent, now);
         if !quiescent {
             self.quiet_since = None;
             return false;

@@ -188,12 +188,15 @@ impl DbTask {
                     return done;
                 }
             }
+            let quiescent = self.engine.is_quiescent();
+            self.idle
+                .note_progress(quiescent, std::time::Instant::now());
             if self.db.is_attached()
                 && self.retry_read.is_none()
                 && self.idle.last_read_was(self.engine.next_read())
                 && self
                     .idle
-                    .should_release(self.engine.is_quiescent(), std::time::Instant::now())
+                    .should_release(quiescent, std::time::Instant::now())
             {
                 if self.idle.checkpoint_first(self.engine.wal_frames()) {
                     self.engine.handle(self.clock.now(), Input::CheckpointSoon);

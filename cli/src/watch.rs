@@ -38,17 +38,18 @@ pub async fn watch(
         .map(|p| database::db_name(p))
         .collect::<Result<Vec<_>>>()?;
     check_unique_names(&names)?;
-    let mut opened = dbs
+    let opened = dbs
         .iter()
-        .map(|p| Database::open(p))
+        .map(|p| {
+            let mut db = Database::open(p)?;
+            if opts.idle.after.is_some() {
+                // Checked; each task takes its connection back when its start-up turn
+                // comes, so a thousand databases never hold a thousand connections.
+                db.release()?;
+            }
+            Ok(db)
+        })
         .collect::<Result<Vec<_>>>()?;
-    if opts.idle.after.is_some() {
-        // Checked; each task takes its connection back when its start-up turn comes,
-        // so a thousand databases never hold a thousand connections at once.
-        for db in &mut opened {
-            db.release()?;
-        }
-    }
     store.check().await.context("the replica is not usable")?;
     let store = Arc::new(store);
     let uploads = Arc::new(Semaphore::new(opts.max_uploads.max(1)));
