@@ -553,13 +553,8 @@ impl Checker {
             return Ok(false);
         };
         self.byte_compares += 1;
-        if bytes.as_slice() != img {
-            let ps = oracle.page_size() as usize;
-            let first = bytes
-                .chunks(ps)
-                .zip(img.chunks(ps))
-                .position(|(a, b)| a != b)
-                .map(|i| i + 1);
+        if !img.eq_bytes(&bytes) {
+            let first = img.differing_pages(&bytes).next();
             return Err(v(
                 Inv::Restore,
                 now,

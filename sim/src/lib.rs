@@ -10,7 +10,7 @@
 //! - [`memfs`] the in-memory local files and [`memvfs`] the SQLite VFS over them;
 //! - [`app`] the application on SQLite, [`replica_db`] the replicator's SQLite side,
 //!   [`oracle`] the independent record of every source state, [`pagesum`] its page
-//!   checksums;
+//!   checksums, [`image`] its database images;
 //! - [`store`] the object store, [`disk`] the local state area;
 //! - [`world`] the event loop (with `world_*`: faults, application, process life, final
 //!   checks), [`shell`] command execution, [`requests`] store traffic (with `startup`
@@ -26,6 +26,7 @@ mod completions;
 pub mod corpus;
 pub mod coverage;
 pub mod disk;
+pub mod image;
 pub mod invariant;
 pub mod malloc;
 pub mod memfs;

@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::image::Image;
 use crate::memfs::MemFile;
 use crate::pagesum::page_checksum;
 
@@ -55,7 +56,7 @@ pub struct Observed {
 pub struct Oracle {
     ps: usize,
     lock_pgno: u32,
-    image: Vec<u8>,
+    image: Image,
     sums: Vec<u64>,
     xor: u64,
     commit: u32,
@@ -63,7 +64,7 @@ pub struct Oracle {
     states: Vec<StateRec>,
     by_pos: BTreeMap<(u32, u32, u64), u32>,
     by_sum: BTreeMap<(u64, u32), Vec<u32>>,
-    samples: BTreeMap<u32, Vec<u8>>,
+    samples: BTreeMap<u32, Image>,
     sample_bytes: usize,
     sampler: Stream,
     zero: Vec<u8>,
@@ -95,11 +96,8 @@ impl Oracle {
     /// run's one database handle.
     pub fn new(seed: u64, page_size: u32, db: &MemFile) -> Result<Oracle, String> {
         let ps = page_size as usize;
-        let len = db.len() as usize;
-        let mut image = vec![0u8; len / ps * ps];
-        db.read_exact_at(&mut image, 0)
-            .map_err(|e| format!("reading the database file: {e}"))?;
-        let commit = (image.len() / ps) as u32;
+        let image = db.with_bytes(|b| Image::from_bytes(b, ps));
+        let commit = image.page_count();
         let lock_pgno = walvault_engine::ltx::lock_pgno(page_size);
         let mut o = Oracle {
             ps,
@@ -138,14 +136,12 @@ impl Oracle {
     }
 
     fn page(&self, pgno: u32) -> &[u8] {
-        let at = (pgno as usize - 1) * self.ps;
-        &self.image[at..at + self.ps]
+        self.image.page(pgno)
     }
 
     fn set_page(&mut self, pgno: u32, data: &[u8]) {
         self.resize(pgno.max(self.commit));
-        let at = (pgno as usize - 1) * self.ps;
-        self.image[at..at + self.ps].copy_from_slice(data);
+        self.image.set_page(pgno, data);
         let s = page_checksum(pgno, data);
         let old = std::mem::replace(&mut self.sums[pgno as usize - 1], s);
         if pgno != self.lock_pgno {
@@ -157,7 +153,7 @@ impl Oracle {
         while self.commit < commit {
             self.commit += 1;
             let p = self.commit;
-            self.image.extend_from_slice(&self.zero);
+            self.image.push_zero();
             let s = page_checksum(p, &self.zero);
             self.sums.push(s);
             if p != self.lock_pgno {
@@ -171,7 +167,7 @@ impl Oracle {
             {
                 self.xor ^= s;
             }
-            self.image.truncate(self.image.len() - self.ps);
+            self.image.pop();
             self.commit -= 1;
         }
     }
@@ -308,7 +304,8 @@ impl Oracle {
             .or_default()
             .push(idx);
         if self.sampler.chance(31_250) {
-            // At most 16 MiB of sampled images, oldest dropped first.
+            // At most 16 MiB of sampled images (counted as if copied, though they share
+            // unchanged pages), oldest dropped first.
             while !self.samples.is_empty()
                 && (self.samples.len() >= 16 || self.sample_bytes + self.image.len() > 16 << 20)
             {
@@ -346,11 +343,11 @@ impl Oracle {
     }
 
     /// Bytes of a state, when known (the current one, or a sampled one).
-    pub fn image_of(&self, idx: u32) -> Option<&[u8]> {
+    pub fn image_of(&self, idx: u32) -> Option<&Image> {
         if idx == self.current() {
             Some(&self.image)
         } else {
-            self.samples.get(&idx).map(|v| v.as_slice())
+            self.samples.get(&idx)
         }
     }
 
@@ -372,7 +369,7 @@ impl Oracle {
         self.ps as u32
     }
 
-    pub fn image(&self) -> &[u8] {
+    pub fn image(&self) -> &Image {
         &self.image
     }
 }

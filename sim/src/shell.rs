@@ -28,50 +28,66 @@ use crate::rng::SplitMix;
 use crate::store::digest;
 use crate::world::{Completion, Ev, OpKind, Proc, World};
 
-fn command_text(c: &Command) -> (u64, Vec<u64>, String) {
-    match c {
-        Command::ReadWal { offset, max_len } => (
-            1,
-            vec![*offset, *max_len],
-            format!("ReadWal offset={offset} max={max_len}"),
-        ),
+/// A command's trace record: its code and integer fields (at most 5 in all).
+fn command_fields(c: &Command) -> ([u64; 5], usize) {
+    let (code, f): (u64, &[u64]) = match c {
+        Command::ReadWal { offset, max_len } => (1, &[*offset, *max_len]),
         Command::Upload {
             file,
             spec,
             attempt,
         } => (
             2,
-            vec![
+            &[
                 file.min_txid,
                 file.max_txid,
                 u64::from(*attempt),
                 spec.page_count(),
             ],
-            format!(
-                "Upload {file} attempt {attempt} ({} pages)",
-                spec.page_count()
-            ),
         ),
-        Command::CheckUpload { file, .. } => (
-            3,
-            vec![file.min_txid, file.max_txid],
-            format!("CheckUpload {file}"),
-        ),
-        Command::Forget { file } => (4, vec![file.max_txid], format!("Forget {file}")),
-        Command::LockWriters => (5, vec![], "LockWriters".into()),
-        Command::UnlockWriters => (6, vec![], "UnlockWriters".into()),
-        Command::Checkpoint { mode } => (7, vec![*mode as u64], format!("Checkpoint {mode:?}")),
+        Command::CheckUpload { file, .. } => (3, &[file.min_txid, file.max_txid]),
+        Command::Forget { file } => (4, &[file.max_txid]),
+        Command::LockWriters => (5, &[]),
+        Command::UnlockWriters => (6, &[]),
+        Command::Checkpoint { mode } => (7, &[*mode as u64]),
         Command::Persist(p) => (
             8,
-            vec![p.txid, u64::from(p.salt1), p.wal_end, u64::from(p.commit)],
-            format!(
-                "Persist TXID {} WAL {:08x}@{} commit {}",
-                p.txid, p.salt1, p.wal_end, p.commit
-            ),
+            &[p.txid, u64::from(p.salt1), p.wal_end, u64::from(p.commit)],
         ),
-        Command::Event(e) => (9, vec![], format!("Event {e:?}")),
-        Command::Stopped => (10, vec![], "Stopped".into()),
-        Command::Halt { reason } => (11, vec![], format!("Halt: {reason}")),
+        Command::Event(_) => (9, &[]),
+        Command::Stopped => (10, &[]),
+        Command::Halt { .. } => (11, &[]),
+    };
+    let mut out = [0u64; 5];
+    out[0] = code;
+    out[1..=f.len()].copy_from_slice(f);
+    (out, f.len() + 1)
+}
+
+/// A command as text (the trace's printed line; hashed only in a crash record).
+fn command_text(c: &Command) -> String {
+    match c {
+        Command::ReadWal { offset, max_len } => format!("ReadWal offset={offset} max={max_len}"),
+        Command::Upload {
+            file,
+            spec,
+            attempt,
+        } => format!(
+            "Upload {file} attempt {attempt} ({} pages)",
+            spec.page_count()
+        ),
+        Command::CheckUpload { file, .. } => format!("CheckUpload {file}"),
+        Command::Forget { file } => format!("Forget {file}"),
+        Command::LockWriters => "LockWriters".into(),
+        Command::UnlockWriters => "UnlockWriters".into(),
+        Command::Checkpoint { mode } => format!("Checkpoint {mode:?}"),
+        Command::Persist(p) => format!(
+            "Persist TXID {} WAL {:08x}@{} commit {}",
+            p.txid, p.salt1, p.wal_end, p.commit
+        ),
+        Command::Event(e) => format!("Event {e:?}"),
+        Command::Stopped => "Stopped".into(),
+        Command::Halt { reason } => format!("Halt: {reason}"),
     }
 }
 
@@ -94,7 +110,7 @@ impl World {
                 if matches!(cmd, Command::Persist(_)) {
                     self.cov.hit(Cov::CrashBetweenAckAndPersist);
                 }
-                let (_, _, text) = command_text(&cmd);
+                let text = command_text(&cmd);
                 self.trace
                     .record(self.now, "crash", &[down_ms], text.as_bytes(), || {
                         format!("SIGKILL right before {text}, down for {down_ms}ms")
@@ -113,10 +129,10 @@ impl World {
             if self.mutation == Some(Mutation::PanicInShell) && self.commands == 50 {
                 panic!("mutation panic-in-shell: the shell panics on its 50th command");
             }
-            let (code, fields, text) = command_text(&cmd);
-            let mut f = vec![code];
-            f.extend(fields);
-            self.trace.record(self.now, "command", &f, &[], || text);
+            // The text is built only when the trace is printed.
+            let (f, n) = command_fields(&cmd);
+            self.trace
+                .record(self.now, "command", &f[..n], &[], || command_text(&cmd));
             self.execute(cmd);
         }
     }

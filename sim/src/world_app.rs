@@ -104,13 +104,8 @@ impl World {
             }
         };
         let img = self.oracle.image();
-        if &data[..] != img {
-            let ps = self.params.page_size as usize;
-            let diff: Vec<usize> = (0..data.len().min(img.len()) / ps)
-                .filter(|i| data[i * ps..(i + 1) * ps] != img[i * ps..(i + 1) * ps])
-                .map(|i| i + 1)
-                .take(10)
-                .collect();
+        if !img.eq_bytes(&data) {
+            let diff: Vec<usize> = img.differing_pages(&data).take(10).collect();
             let detail = format!(
                 "the oracle's source image ({} bytes) differs from SQLite's ({} bytes) at state #{}, pages {diff:?}",
                 img.len(),

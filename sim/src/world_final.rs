@@ -76,7 +76,7 @@ impl World {
                 }
                 Ok((bytes, _)) => {
                     self.cov.hit(Cov::ByteCompare);
-                    if bytes.as_slice() != self.oracle.image() {
+                    if !self.oracle.image().eq_bytes(&bytes) {
                         self.fail(
                             Inv::Restore,
                             format!(
@@ -100,14 +100,11 @@ impl World {
         match self.app.final_checkpoint() {
             Err(e) => self.fail(Inv::Harness, e),
             Ok((busy, log, done)) if !busy && log == done => {
-                let len = self.db_file.len() as usize;
-                let mut file = vec![0u8; len];
-                if let Err(e) = self.db_file.read_exact_at(&mut file, 0) {
-                    self.fail(
-                        Inv::Harness,
-                        format!("reading the final database file: {e}"),
-                    );
-                } else if file.as_slice() != self.oracle.image() {
+                let len = self.db_file.len();
+                let same = self
+                    .db_file
+                    .with_bytes(|file| self.oracle.image().eq_bytes(file));
+                if !same {
                     self.fail(
                         Inv::Harness,
                         format!(
