@@ -393,3 +393,62 @@ unsafe extern "C" fn x_shm_unmap(f: *mut ffi::sqlite3_file, _delete: c_int) -> c
     st.file.shm_unmap(st.id);
     ffi::SQLITE_OK
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use rusqlite::OpenFlags;
+
+    use crate::app::{open, wal_path};
+    use crate::memfs;
+
+    fn count(c: &rusqlite::Connection) -> i64 {
+        c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .expect("count")
+    }
+
+    fn truncate(c: &rusqlite::Connection) -> i64 {
+        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+            .expect("checkpoint")
+    }
+
+    #[test]
+    fn wal_mode_locks_and_checkpoints_between_connections() {
+        let dir = Path::new("/walvault-memvfs-test");
+        memfs::remove_dir(dir);
+        let path = dir.join("db");
+        let rw = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let a = open(&path, rw | OpenFlags::SQLITE_OPEN_CREATE).expect("open a");
+        let mode: String = a
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .expect("wal");
+        assert_eq!(mode, "wal");
+        a.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .expect("write");
+        let b = open(&path, rw).expect("open b");
+        assert_eq!(count(&b), 1, "a commit is visible to another connection");
+        // One writer at a time.
+        a.execute_batch("BEGIN IMMEDIATE").expect("lock");
+        assert!(b.execute_batch("BEGIN IMMEDIATE").is_err());
+        a.execute_batch("COMMIT").expect("commit");
+        // A reader's snapshot keeps a TRUNCATE checkpoint from finishing.
+        b.execute_batch("BEGIN").expect("begin");
+        assert_eq!(count(&b), 1);
+        a.execute("INSERT INTO t VALUES (2)", []).expect("insert");
+        assert_eq!(truncate(&a), 1, "busy while b reads");
+        assert_eq!(count(&b), 1, "b's snapshot holds");
+        b.execute_batch("COMMIT").expect("end read");
+        assert_eq!(truncate(&a), 0);
+        let wal = wal_path(&path);
+        assert_eq!(memfs::open(&wal).map(|f| f.len()), Some(0));
+        // The last connection to close checkpoints and deletes the WAL.
+        drop(b);
+        drop(a);
+        assert!(memfs::open(&wal).is_none());
+        let c = open(&path, rw).expect("reopen");
+        assert_eq!(count(&c), 2);
+        drop(c);
+        memfs::remove_dir(dir);
+    }
+}
