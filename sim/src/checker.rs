@@ -12,7 +12,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use walvault_engine::keys::{self, FileId, Layout};
-use walvault_engine::ltx::Decoder;
 use walvault_engine::replicator::Position;
 use walvault_engine::restore_plan::{self, RemoteFile, Target};
 
@@ -34,8 +33,14 @@ pub fn parse_key(key: &str) -> Option<FileId> {
 
 struct FileInfo {
     bytes: Arc<Vec<u8>>,
+    /// The stored bytes as the engine's decoder read them when they landed.
+    decoded: Arc<Decoded>,
     claim: u32,
 }
+
+/// Decoded pages kept per run for restores to bytes (`Decoded::data`); past this,
+/// files are decoded again when restored.
+const KEPT_PAGES_MAX: usize = 64 << 20;
 
 type Analysis = Result<(Arc<Decoded>, u32), String>;
 
@@ -53,6 +58,8 @@ pub struct Checker {
     byte_cache: Option<(Vec<FileId>, Vec<u8>, u32, usize)>,
     /// Decoded files and their claims, by content digest (claims never change).
     analyses: BTreeMap<Digest32, Analysis>,
+    /// Bytes of decoded pages kept so far (`KEPT_PAGES_MAX`).
+    kept_pages: usize,
     pub restore_checks: u64,
     pub plan_cross_checks: u64,
     pub byte_compares: u64,
@@ -73,6 +80,7 @@ impl Checker {
             durable: BTreeMap::new(),
             lost: BTreeSet::new(),
             analyses: BTreeMap::new(),
+            kept_pages: 0,
             byte_cache: None,
             restore_checks: 0,
             plan_cross_checks: 0,
@@ -82,8 +90,12 @@ impl Checker {
     }
 
     /// The state a file's bytes claim (see the module comment).
-    pub fn claim_of(bytes: &[u8], oracle: &Oracle) -> Result<(Decoded, u32), String> {
-        let d = decode(bytes).map_err(|e| format!("not a valid LTX file: {e}"))?;
+    pub fn claim_of(
+        bytes: &[u8],
+        oracle: &Oracle,
+        keep_pages: bool,
+    ) -> Result<(Decoded, u32), String> {
+        let d = decode(bytes, keep_pages).map_err(|e| format!("not a valid LTX file: {e}"))?;
         let h = d.header;
         if h.wal_salt1 | h.wal_salt2 != 0 {
             let end = h.wal_offset + h.wal_size;
@@ -127,7 +139,11 @@ impl Checker {
         let analysis = match self.analyses.get(&digest) {
             Some(a) => a.clone(),
             None => {
-                let a = Self::claim_of(bytes, oracle).map(|(d, c)| (Arc::new(d), c));
+                let keep = self.kept_pages < KEPT_PAGES_MAX;
+                let a = Self::claim_of(bytes, oracle, keep).map(|(d, c)| (Arc::new(d), c));
+                if let Ok((d, _)) = &a {
+                    self.kept_pages += d.data.as_ref().map_or(0, Vec::len);
+                }
                 if self.analyses.len() > 4096 {
                     self.analyses.clear();
                 }
@@ -202,6 +218,7 @@ impl Checker {
             id,
             FileInfo {
                 bytes: Arc::clone(&obj.bytes),
+                decoded: Arc::clone(&d),
                 claim,
             },
         );
@@ -482,8 +499,11 @@ impl Checker {
     }
 
     /// A real restore of `t` into bytes: decode every file of the plan and write its
-    /// pages, as `walvault restore` does. The image of the last restore is kept, so a
-    /// plan that extends it only decodes the new files.
+    /// pages in order, as `walvault restore` does. A file whose pages were kept when
+    /// it landed is not decoded again: those are the pages the engine's decoder
+    /// produced from exactly these stored bytes, fully checked then, and decoding the
+    /// same bytes gives the same pages. The image of the last restore is kept, so a
+    /// plan that extends it only writes the new files.
     pub fn restore_bytes(&mut self, t: u64) -> Result<(Vec<u8>, u32), String> {
         let tip = self.planner.plan(t);
         if tip.pos != t {
@@ -506,18 +526,24 @@ impl Checker {
             let Some(info) = self.info.get(f) else {
                 return Err(format!("{f} vanished"));
             };
-            let mut dec = Decoder::new(info.bytes.as_slice()).map_err(|e| e.to_string())?;
-            let h = *dec.header();
+            let h = info.decoded.header;
             page_size = h.page_size as usize;
-            let mut buf = vec![0u8; page_size];
-            while let Some(p) = dec.next_page(&mut buf).map_err(|e| e.to_string())? {
+            let again;
+            let d = match &info.decoded.data {
+                Some(_) => &info.decoded,
+                None => {
+                    again = decode(&info.bytes, true)?;
+                    &again
+                }
+            };
+            let data = d.data.as_deref().unwrap_or_default();
+            for (&(p, _), page) in d.pages.iter().zip(data.chunks_exact(page_size)) {
                 let at = (p as usize - 1) * page_size;
                 if out.len() < at + page_size {
                     out.resize(at + page_size, 0);
                 }
-                out[at..at + page_size].copy_from_slice(&buf);
+                out[at..at + page_size].copy_from_slice(page);
             }
-            dec.finish().map_err(|e| e.to_string())?;
             commit = h.commit;
             out.resize(commit as usize * page_size, 0);
         }

@@ -17,23 +17,35 @@ use walvault_engine::ltx::{Decoder, Header};
 
 use crate::pagesum::page_checksum;
 
-/// A decoded file: its header and (pgno, page checksum) in file order.
+/// A decoded file: its header, (pgno, page checksum) in file order, and, when kept,
+/// the pages' bytes in the same order (page `i` at `i * page_size`), which restores
+/// to bytes reuse instead of decoding the stored file again.
 pub struct Decoded {
     pub header: Header,
     pub pages: Vec<(u32, u64)>,
+    pub data: Option<Vec<u8>>,
 }
 
-/// Fully decodes and validates an LTX file (page block, index, trailer, checksums).
-pub fn decode(bytes: &[u8]) -> Result<Decoded, String> {
+/// Fully decodes and validates an LTX file (page block, index, trailer, checksums);
+/// `keep_pages`: keep the pages' bytes too.
+pub fn decode(bytes: &[u8], keep_pages: bool) -> Result<Decoded, String> {
     let mut dec = Decoder::new(bytes).map_err(|e| e.to_string())?;
     let header = *dec.header();
     let mut buf = vec![0u8; header.page_size as usize];
     let mut pages = Vec::new();
+    let mut data = keep_pages.then(Vec::new);
     while let Some(pgno) = dec.next_page(&mut buf).map_err(|e| e.to_string())? {
         pages.push((pgno, page_checksum(pgno, &buf)));
+        if let Some(d) = data.as_mut() {
+            d.extend_from_slice(&buf);
+        }
     }
     dec.finish().map_err(|e| e.to_string())?;
-    Ok(Decoded { header, pages })
+    Ok(Decoded {
+        header,
+        pages,
+        data,
+    })
 }
 
 /// A restored database as per-page checksums.
@@ -322,6 +334,7 @@ mod tests {
                 ..Header::default()
             },
             pages: Vec::new(),
+            data: None,
         })
     }
 
