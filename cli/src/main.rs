@@ -87,6 +87,12 @@ async fn open_store(args: &StoreArgs) -> Result<Store> {
         .with_context(|| format!("opening replica {url}"))
 }
 
+/// Largest WAL read at once. A tick at 100 commits/s reads ~400 kB; a read right after
+/// a WAL restart would otherwise pull in the reused file's whole stale tail (4 MB) before
+/// the engine learns where the live frames end. Every byte read is a transient
+/// allocation, so this bounds that part of the peak RSS.
+const WAL_READ_CHUNK: u64 = 256 * 1024;
+
 async fn run(cmd: Cmd) -> Result<ExitCode> {
     match cmd {
         Cmd::Watch {
@@ -106,6 +112,7 @@ async fn run(cmd: Cmd) -> Result<ExitCode> {
                 max_in_flight: max_in_flight.max(1),
                 checkpoint_frames: checkpoint_frames.max(1),
                 truncate_bytes,
+                read_chunk_bytes: WAL_READ_CHUNK,
                 ..Config::default()
             };
             let opts = WatchOptions {

@@ -5,17 +5,28 @@
 //! 36 MB process whose live heap peaked at 5 MB (bench/analysis.md). Two arenas and a
 //! low trim threshold return it to the system.
 
-/// Caps malloc arenas and lowers the trim threshold (glibc only; a no-op elsewhere).
-/// Call before starting threads.
+/// Caps malloc arenas and lowers the trim threshold (glibc only; a no-op elsewhere),
+/// unless the user set them through glibc's own `MALLOC_ARENA_MAX` /
+/// `MALLOC_TRIM_THRESHOLD_`. Call before starting threads.
 pub fn return_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tunables; it is called before any other
     // thread exists, and an unknown or rejected setting is ignored (returns 0).
     unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024);
+        if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+            libc::mallopt(libc::M_ARENA_MAX, ARENAS);
+        }
+        if std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_none() {
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024);
+        }
     }
 }
+
+/// glibc malloc arenas: tokio hands the worker role to a new thread on every
+/// `block_in_place`, so with more than one arena the async code's allocations move
+/// between arenas and each grows to the working set.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const ARENAS: libc::c_int = 2;
 
 /// SQLite's process-wide defaults for walvault's own connections (one or two per
 /// database, which only read a few pages and the WAL index): no lookaside buffer
