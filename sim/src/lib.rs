@@ -38,6 +38,7 @@ pub mod panics;
 pub mod params;
 pub mod plan;
 pub mod queue;
+pub mod release;
 pub mod replica_db;
 pub mod requests;
 pub mod restore;

@@ -134,6 +134,10 @@ pub struct Params {
     pub lossy: bool,
     /// Number of loss events (each removes one stored object) when lossy.
     pub losses: u32,
+    /// The shell releases a quiescent database's connection after this long (and at
+    /// once after start-up), as `watch --release-idle-after` does; `None`: never.
+    #[serde(default)]
+    pub release_idle_ms: Option<u64>,
 }
 
 fn maybe(r: &mut Stream, on_ppm: u32, rates: &[u32]) -> u32 {
@@ -231,10 +235,15 @@ impl Params {
             crashes,
             lossy,
             losses: if lossy { r.range(1, 3) as u32 } else { 0 },
+            release_idle_ms: None,
         };
         // TRUNCATE is the brake for a WAL that PASSIVE checkpoints cannot keep short.
         let frame = u64::from(page_size) + 24;
         p.truncate_bytes = r.pick(&[2, 4, 1_000_000]) * p.checkpoint_frames * frame;
+        // Drawn last, so every earlier parameter of a seed is what it was before.
+        p.release_idle_ms = r
+            .chance(600_000)
+            .then(|| r.pick(&[0, 0, 200, 1_000, 5_000]));
         p
     }
 
@@ -385,6 +394,10 @@ impl Params {
             "host faults:{}\n",
             if hf.is_empty() { " none".into() } else { hf }
         ));
+        out.push_str(&match self.release_idle_ms {
+            Some(ms) => format!("idle release: after {ms}ms\n"),
+            None => "idle release: never\n".to_string(),
+        });
         out.push_str(&format!(
             "crashes: {} at boundaries, in_drain={}, clean={}, down {}..{}ms; lossy={}{}",
             c.count,

@@ -220,6 +220,14 @@ impl Plan {
         let mut long_until = 0u64;
         while t < chaos {
             t += w.exp_ms(mean_gap).max(1);
+            if let Some(ms) = params.release_idle_ms
+                && w.chance(30_000)
+            {
+                // Quiet spells long enough for the shell to release the connection, so
+                // the next write wakes it (only in seeds that release).
+                let sync = params.sync_interval_ms.max(1);
+                t += ms + 3 * sync + w.range(0, 2 * sync);
+            }
             if t >= chaos {
                 break;
             }

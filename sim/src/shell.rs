@@ -102,6 +102,7 @@ impl World {
                 return;
             };
             let Some(cmd) = r.engine.poll_command() else {
+                self.maybe_release();
                 return;
             };
             r.idle_timer_at = None;
@@ -161,7 +162,7 @@ impl World {
                 let Proc::Running(r) = &mut self.proc else {
                     return;
                 };
-                if let Err(e) = r.db.unlock_writers() {
+                if let Some(Err(e)) = r.db.as_mut().map(|d| d.unlock_writers()) {
                     self.fatal(format!("letting writers go: {e}"));
                 }
                 self.observe();
@@ -171,9 +172,11 @@ impl World {
             Command::Event(e) => self.on_event(e),
             Command::Stopped => {
                 if let Proc::Running(r) = std::mem::replace(&mut self.proc, Proc::Down) {
-                    let mut r = *r;
-                    let _ = r.db.release_read_lock();
-                    r.db.close();
+                    let r = *r;
+                    if let Some(mut db) = r.db {
+                        let _ = db.release_read_lock();
+                        db.close();
+                    }
                 }
                 self.outstanding = 0;
                 self.disk.clean_exit();
@@ -192,7 +195,7 @@ impl World {
     }
 
     /// The task ends with an error (production: the process exits; it is restarted).
-    fn fatal(&mut self, why: String) {
+    pub(crate) fn fatal(&mut self, why: String) {
         self.trace
             .record(self.now, "exit", &[], why.as_bytes(), || {
                 format!("task failed: {why}")
@@ -201,7 +204,7 @@ impl World {
         self.kill(down);
     }
 
-    fn exec_read_wal(&mut self, offset: u64, max_len: u64) {
+    pub(crate) fn exec_read_wal(&mut self, offset: u64, max_len: u64) {
         let torn = self.decide(Site::WalRead);
         let between = self.decide(Site::Interleave);
         let chunk = read_wal_head(&self.db_file, self.wal.get()).and_then(|mut c| {
@@ -224,7 +227,7 @@ impl World {
         // Only a transaction committed a moment ago can still have been mid-append
         // when the read ran.
         // (Never while the replicator holds the write lock: then no append is running.)
-        let locked = matches!(&self.proc, Proc::Running(r) if r.db.writers_locked());
+        let locked = matches!(&self.proc, Proc::Running(r) if r.db.as_ref().is_some_and(|d| d.writers_locked()));
         let recent = !locked
             && self.last_app_commit.is_some_and(|(t, state)| {
                 self.now.saturating_sub(t) <= 2 && state == self.oracle.current()
@@ -267,10 +270,22 @@ impl World {
                 );
             }
         }
+        let sig = crate::release::ReadSig::of(offset, max_len, &chunk);
         let now = self.now();
         let Proc::Running(r) = &mut self.proc else {
             return;
         };
+        if r.db.is_none() {
+            if !r.release.unchanged(&sig) {
+                // Changed while released: the lock first, then the read again.
+                if self.reattach(offset, max_len) {
+                    self.exec_read_wal(offset, max_len);
+                }
+                return;
+            }
+        } else {
+            r.release.note_locked_read(sig);
+        }
         if self.mutation == Some(Mutation::SkipSaltCheck)
             && let Some(h) = chunk.header
         {
@@ -322,6 +337,15 @@ impl World {
                         UploadResult::SourceChanged(
                             "staging: No space left on device (os error 28)".into(),
                         ),
+                    ));
+                    return;
+                }
+                if matches!(&self.proc, Proc::Running(r) if r.db.is_none()) {
+                    // Production: no pages are read without the lock.
+                    self.local_completion(Completion::Upload(
+                        file,
+                        attempt,
+                        UploadResult::SourceChanged("released (idle)".into()),
                     ));
                     return;
                 }
@@ -443,7 +467,11 @@ impl World {
         let Proc::Running(r) = &mut self.proc else {
             return;
         };
-        let ok = match r.db.lock_writers(&path) {
+        let Some(db) = r.db.as_mut() else {
+            self.fatal("internal: writers to block while released".into());
+            return;
+        };
+        let ok = match db.lock_writers(&path) {
             Ok(ok) => ok,
             Err(e) => {
                 self.fatal(format!("blocking writers: {e}"));
@@ -507,7 +535,10 @@ impl World {
         macro_rules! db {
             () => {
                 match &mut self.proc {
-                    Proc::Running(r) => &mut r.db,
+                    Proc::Running(r) => match r.db.as_mut() {
+                        Some(db) => db,
+                        None => return None,
+                    },
                     _ => return None,
                 }
             };
@@ -623,11 +654,16 @@ impl World {
                     r.last_cut_max = file.max_txid;
                 }
             }
-            Event::SnapshotStarted { reason, .. } => match reason {
-                SnapshotReason::NoResumePoint => self.cov.hit(Cov::SnapshotNoResume),
-                SnapshotReason::WalReset => self.cov.hit(Cov::WalResetDetected),
-                _ => {}
-            },
+            Event::SnapshotStarted { reason, .. } => {
+                if r.release.on_full_snapshot_after_wake() {
+                    self.cov.hit(Cov::IdleWokeToSnapshot);
+                }
+                match reason {
+                    SnapshotReason::NoResumePoint => self.cov.hit(Cov::SnapshotNoResume),
+                    SnapshotReason::WalReset => self.cov.hit(Cov::WalResetDetected),
+                    _ => {}
+                }
+            }
             Event::Resumed { .. } => self.cov.hit(Cov::Resumed),
             Event::RemoteBehind { .. } => {
                 self.cov.hit(Cov::RemoteBehind);

@@ -142,7 +142,8 @@ impl World {
         self.disk.begin_run(engine.next_txid());
         self.proc = Proc::Running(Box::new(Running {
             engine,
-            db: s.db,
+            db: Some(s.db),
+            release: Default::default(),
             staged: Default::default(),
             stopping: false,
             first_header: None,

@@ -75,6 +75,12 @@ pub enum Ev {
         c: Completion,
         req: u32,
     },
+    /// A WAL read that found SQLite busy while taking the lock again, tried again.
+    RetryRead {
+        inc: u64,
+        offset: u64,
+        max_len: u64,
+    },
 }
 
 pub enum OpKind {
@@ -119,7 +125,9 @@ pub struct StoreOp {
 
 pub struct Running {
     pub engine: Replicator,
-    pub db: ReplicaDb,
+    /// The replicator's connection; `None` while released (idle, decision 21).
+    pub db: Option<ReplicaDb>,
+    pub release: crate::release::ReleaseState,
     pub staged: BTreeMap<FileId, (Arc<Vec<u8>>, Digest32)>,
     pub stopping: bool,
     pub first_header: Option<[u8; 32]>,
@@ -492,6 +500,11 @@ impl World {
                 let c = self.plan.crashes[i].clone();
                 self.crash_event(c.kind, c.down_ms);
             }
+            Ev::RetryRead {
+                inc,
+                offset,
+                max_len,
+            } => self.retry_read(inc, offset, max_len),
             Ev::Restart(token) => {
                 if token == self.restart_token && matches!(self.proc, Proc::Down) {
                     self.start_process();
@@ -664,7 +677,9 @@ pub fn run_plan(plan: Plan, opts: &RunOptions) -> RunReport {
     if let Proc::Running(r) = std::mem::replace(&mut world.proc, Proc::Down) {
         let Running { engine, db, .. } = *r;
         drop(engine);
-        db.close();
+        if let Some(db) = db {
+            db.close();
+        }
     }
     if let Proc::Starting(s) = std::mem::replace(&mut world.proc, Proc::Down) {
         s.db.close();

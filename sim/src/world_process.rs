@@ -65,12 +65,14 @@ impl World {
                 if self.outstanding > 0 {
                     self.cov.hit(Cov::CrashWithUploadInFlight);
                 }
-                if r.db.writers_locked() {
+                if r.db.as_ref().is_some_and(|d| d.writers_locked()) {
                     self.cov.hit(Cov::CrashWhileWritersLocked);
                 }
                 let Running { engine, db, .. } = *r;
                 drop(engine);
-                db.close();
+                if let Some(db) = db {
+                    db.close();
+                }
             }
             Proc::Starting(s) => s.db.close(),
             Proc::Down => {}
@@ -97,7 +99,9 @@ impl World {
             Proc::Running(r) => {
                 let Running { engine, db, .. } = *r;
                 drop(engine);
-                db.close();
+                if let Some(db) = db {
+                    db.close();
+                }
             }
             Proc::Down => {}
         }
