@@ -211,8 +211,7 @@ impl MemFile {
     }
 
     /// `xLock` as the unix VFS does it between connections of one process (`unixLock`):
-    /// `false` is SQLITE_BUSY. An EXCLUSIVE request that finds readers keeps PENDING,
-    /// which keeps new readers out.
+    /// `false` is SQLITE_BUSY.
     pub(crate) fn lock(&self, id: u64, want: i32) -> bool {
         let mut g = self.inner();
         let mine = Self::level_of(&g, id);
@@ -230,7 +229,11 @@ impl MemFile {
             return false;
         }
         if want >= LOCK_PENDING && others >= LOCK_SHARED {
-            Self::set_level(&mut g, id, LOCK_PENDING);
+            // Only a RESERVED holder takes PENDING on its way (and keeps it, which
+            // keeps new readers out); from SHARED the request just fails.
+            if mine >= LOCK_RESERVED {
+                Self::set_level(&mut g, id, LOCK_PENDING);
+            }
             return false;
         }
         Self::set_level(&mut g, id, want);

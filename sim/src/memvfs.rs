@@ -1,11 +1,12 @@
 //! The SQLite VFS over [`crate::memfs`]: every connection of a run opens its database
-//! through it (`open_flags`), so SQLite's reads, writes, locks and WAL index are memory
+//! through it (`app::open`), so SQLite's reads, writes, locks and WAL index are memory
 //! operations instead of system calls on tmpfs. It behaves as the unix VFS does where
-//! SQLite can see it: the same sector size (4096) and device characteristics (powersafe
-//! overwrite), so SQLite writes the same WAL bytes; an empty file reads as absent
-//! (`xAccess`); `xSleep` returns at once (the simulation never waits); randomness and
-//! time are not used by a run (the PRNG is pinned, `app::pin_sqlite_prng`) and are
-//! taken from the default VFS when SQLite asks.
+//! SQLite can see it: the same lock rules between connections, sector size (4096) and
+//! device characteristics (powersafe overwrite, sub-page reads), so SQLite reads and
+//! writes exactly as it does on disk (trace hashes are those of the unix VFS); an empty
+//! file reads as absent (`xAccess`); `xSleep` returns at once (the simulation never
+//! waits); randomness and time are not used by a run (the PRNG is pinned,
+//! `app::pin_sqlite_prng`) and are taken from the default VFS when SQLite asks.
 //!
 //! Not the default VFS: connections elsewhere in the process (the in-memory
 //! `integrity_check`, tests) keep the real file system.
@@ -341,8 +342,10 @@ unsafe extern "C" fn x_sector_size(_f: *mut ffi::sqlite3_file) -> c_int {
     4096
 }
 
+/// As the unix VFS answers for a file on Linux: SQLite then writes and reads the same
+/// way (no WAL padding; overflow pages read straight from the file, past the cache).
 unsafe extern "C" fn x_device_characteristics(_f: *mut ffi::sqlite3_file) -> c_int {
-    ffi::SQLITE_IOCAP_POWERSAFE_OVERWRITE
+    ffi::SQLITE_IOCAP_POWERSAFE_OVERWRITE | ffi::SQLITE_IOCAP_SUBPAGE_READ
 }
 
 unsafe extern "C" fn x_shm_map(
