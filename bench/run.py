@@ -1863,13 +1863,14 @@ def targets(res):
     FIX = {
         "rss_peak_mb": "cap glibc arenas / trim (or another allocator); SQLite lookaside off; bounded blocking pool;"
         " boxed task futures; smaller S3 client than aws-sdk-s3; at 1 000 idle DBs: no SQLite connection per idle DB",
-        "cpu_ms_per_1k_commits": "in-memory files, an fsync-free position and on-task file work are in (0.87 -> 0.65 at"
-        " 1 DB; 100 DBs went 0.61 -> 0.32); at 1 DB the figure is 4 clock ticks per 1 000 commits, the per-upload fixed"
-        " cost: a new TCP connection per PUT (the server closes them), the WAL reopened and each frame read twice"
-        " (scan, then build) every tick",
-        "staleness_p99": "within noise at n = 8-11 probes per run; the upload path's staging write + fsync adds"
-        " latency before each PUT (same fix as CPU); rerun with 60 s runs",
-        "drain_s": "one sample per run, uniform over the sync phase: needs more runs; same upload-path fix",
+        "cpu_ms_per_1k_commits": "in-memory files, an fsync-free position, on-task file work and 256 kB WAL reads"
+        " are in; at 1 DB the figure is a few clock ticks per 1 000 commits, the per-upload fixed cost is a new TCP"
+        " connection per PUT (the server closes them) and the SDK's request pipeline",
+        "staleness_p99": "both tools ship once per 1 s sync interval, so p99 is ~1 s for both; with n = 28-29"
+        " probes per run p99 is the maximum, and differences of a few tens of ms are within run-to-run noise"
+        " (the per-run figures show both sides of 1.0); more runs narrow it",
+        "drain_s": "one sample per run, uniform over the 1 s sync phase, at the resolution of one restore: more"
+        " runs narrow it",
         "requests_per_1k_commits_total": "fewer, larger files (only with a longer sync interval)",
     }
 
@@ -1897,17 +1898,17 @@ def targets(res):
         "1db",
         "rss_peak_mb",
         0.33,
-        fix="steady state meets it (mean 0.31); the peak comes from short spikes of 2-3 MB late in a run, not"
-        " reproduced outside the harness; ~8 MB of the rest is the binary's own code, nearly all resident: a"
-        " smaller S3 client than aws-sdk-s3 is the remaining lever (bench/analysis.md)",
+        fix="the steady state is ~11.5 MB; a peak above it is a transient allocation (WAL reads are capped at 256 kB"
+        " since 728197a); ~8 MB is the binary's own code, nearly all resident: a smaller S3 client than aws-sdk-s3"
+        " is the remaining lever (bench/analysis.md)",
     )
     row(
         "RSS <= 0.25 at 100 DBs",
         "100db",
         "rss_peak_mb",
         0.25,
-        fix="0.26: the binary's code (~8 MB) plus ~55 kB heap and a 32 kB -shm mapping per open database;"
-        " the same smaller S3 client, and less heap per database (bench/analysis.md)",
+        fix="the binary's code (~8 MB) plus ~30 kB of SQLite connection and a 32 kB -shm mapping per busy"
+        " database: the same smaller S3 client (bench/analysis.md)",
     )
     row(
         "walvault RSS < 64 MB at 1 000 idle DBs (MB, peak)",
@@ -1915,8 +1916,8 @@ def targets(res):
         "rss_peak_mb",
         64,
         absolute=True,
-        fix="per open database ~53 kB of heap (SQLite connection and schema, the task and its engine) and the"
-        " 32 kB -shm mapping: under 64 MB needs idle databases without an open connection (bench/analysis.md)",
+        fix="idle databases release their connection (decision 21); what is left per database is the task, its"
+        " engine and paths (bench/analysis.md)",
     )
     for sc in ("1db", "100db", "1000idle"):
         row("CPU per committed transaction <= 0.5", sc, "cpu_ms_per_1k_commits", 0.5)
