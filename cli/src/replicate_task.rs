@@ -385,10 +385,8 @@ impl DbTask {
     }
 
     fn read_chunk(&self, offset: u64, max_len: u64) -> Result<WalChunk> {
-        let pending = std::fs::metadata(&self.db.wal_path)
-            .map(|m| m.len().saturating_sub(offset).min(max_len))
-            .unwrap_or(0);
-        off_task_if(pending > INLINE_IO_BYTES, || {
+        // `watch` reads at most 256 kB at a time, so this stays on the task.
+        off_task_if(max_len > INLINE_IO_BYTES, || {
             self.db.check_still_same_file()?;
             database::read_wal(&self.db.path, &self.db.wal_path, offset, max_len)
         })
