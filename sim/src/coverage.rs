@@ -57,10 +57,10 @@ counters! {
     LockWritersBusy => "lock writers busy", true;
     CheckpointAbandoned => "checkpoint abandoned (unlock writers)", true;
     ReadLockLost => "read lock not re-acquired after checkpoint", false;
-    IdleReleased => "idle database released (connection closed)", false;
-    IdleWoke => "released database woke on a change", false;
-    IdleWokeToSnapshot => "wake found the WAL restarted (full snapshot, pinned)", false;
-    AttachBusy => "taking the lock again was busy (retried)", false;
+    IdleReleased => "idle database released (connection closed)", true;
+    IdleWoke => "released database woke on a change", true;
+    IdleWokeToSnapshot => "wake found the WAL restarted (full snapshot, pinned)", true;
+    AttachBusy => "taking the lock again was busy (retried)", true;
     AppCheckpointPassive => "app checkpoint PASSIVE", true;
     AppCheckpointFull => "app checkpoint FULL", true;
     AppCheckpointRestart => "app checkpoint RESTART", true;
