@@ -2,7 +2,7 @@
 //! Two kinds, each reproducing a known class of replicator bug:
 //!
 //! - *shell* mutations break the simulated shell's side of the contract (what
-//!   production's replicate_task.rs/database.rs do);
+//!   production's replicate_task/ and database.rs do);
 //! - *engine* mutations (`engine-*`) break the real engine at its decision points
 //!   (walvault-engine's `mutations` feature, `replicator/mutation.rs`), switched on
 //!   with `Replicator::set_mutation` in every engine the run starts.

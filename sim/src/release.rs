@@ -1,5 +1,5 @@
 //! Releasing an idle database's connection in simulated time, mirroring cli/src/idle.rs
-//! and the release steps of cli/src/replicate_task.rs (decision 21): once the engine is
+//! and the release steps of cli/src/replicate_task/ (decision 21): once the engine is
 //! quiescent (at once after start-up, then after `release_idle_ms`), a WAL longer than
 //! 64 frames is checkpointed first, then the engine is told and the connection closes.
 //! While released, a WAL read identical to the last one made under the lock is fed to

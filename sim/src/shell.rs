@@ -1,5 +1,5 @@
 //! The simulated shell: carries out the engine's commands with the semantics of
-//! production's cli/src/replicate_task.rs and cli/src/database.rs: WAL reads (header,
+//! production's cli/src/replicate_task/ and cli/src/database.rs: WAL reads (header,
 //! then data), building a file through `spec::materialize` into a staging copy that
 //! retries reuse, PUT with If-None-Match, checks that compare the stored bytes, writers
 //! blocked with BEGIN IMMEDIATE, checkpoints (release the read transaction, PASSIVE,

@@ -2,7 +2,7 @@
 //!
 //! - the application (app.rs) runs the plan's workload on real SQLite;
 //! - the replicator "process" is the real `Replicator` plus a shell that carries out
-//!   its commands exactly as cli/src/replicate_task.rs does (shell.rs);
+//!   its commands exactly as cli/src/replicate_task/ does (shell.rs);
 //! - store requests travel with latency and faults (requests.rs) to the in-memory
 //!   store (store.rs);
 //! - crashes kill the process at event boundaries or between two commands;

@@ -1,5 +1,5 @@
 //! The driver: runs a [`Replicator`] against the simulated [`Source`] and [`Store`] the
-//! way cli/src/replicate_task.rs does, with a fake clock and scripted outcomes, and
+//! way cli/src/replicate_task/ does, with a fake clock and scripted outcomes, and
 //! checks the replication invariants as it goes.
 //!
 //! Commands are carried out as the shell carries them out: `ReadWal` answers with the
