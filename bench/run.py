@@ -186,6 +186,15 @@ def wait_rusage(proc, timeout):
     return None
 
 
+
+def parse_seconds(text):
+    """`1s`, `500ms`, `2m` or a bare number of seconds, as seconds."""
+    t = str(text).strip()
+    for suffix, scale in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
+        if t.endswith(suffix):
+            return float(t[: -len(suffix)]) * scale
+    return float(t)
+
 class Sampler(threading.Thread):
     """Samples the replicator's process tree every `interval` seconds (<= 0.5 s)."""
 
@@ -619,6 +628,14 @@ class Run:
         time.sleep(2)
         if ctx.kind == "idle":
             return self._drive_idle(proc, sampler)
+        # Start the writer at a different phase of the replicator's sync tick in each run
+        # (run i of n: (i - 0.5) / n of an interval), the same for both tools. Otherwise the
+        # writer starts a near-constant time after the replicator's first file, its last
+        # commit lands at a near-constant phase of the tick in every run, and "drain"
+        # measures that phase rather than the tool.
+        phase = (self.idx - 0.5) / max(1, a.runs) * parse_seconds(a.sync_interval)
+        self.res["writer_phase_s"] = round(phase, 3)
+        time.sleep(phase)
         self.marks["writer_start"] = time.time()
         c0 = s3.counts()
         cpu0 = tree_stats(proc.pid)[1]
@@ -1610,7 +1627,9 @@ def report():
     L.append("  (with n < 100, p99 is the maximum).")
     L.append("- **drain**: after the writer stops, back-to-back restores of the database written last; drain = start of the")
     L.append("  first restore that contains the last commit (its last LIST, as above) - that commit's time; the")
-    L.append("  resolution is one restore's duration.")
+    L.append("  resolution is one restore's duration. Run i of n starts its writer (i - 0.5)/n of a sync interval later")
+    L.append("  than the others (the same for both tools, `writer_phase_s` in the JSON), so the last commit meets")
+    L.append("  every phase of the replicator's tick across the runs (files before 2026-12-02 20:00 lack this).")
     L.append("- **RSS**: sum of RSS over the replicator's process tree (/proc, every 250 ms): peak over its life, mean")
     L.append("  while writing and draining. **CPU %**: replicator CPU seconds (utime+stime, /proc) / writer wall seconds.")
     L.append("- **requests**: counted by the server by method (LIST = GET on a bucket) during writing and draining;")
