@@ -4,7 +4,7 @@
 //! complete checkpoint continues the chain; any other restart gets a full file).
 
 use super::harness::{CheckOutcome, CkptAnswer, Harness, Outcome, config};
-use super::source::{PosKey, Source};
+use super::source::Source;
 use crate::keys::FileId;
 use crate::replicator::{CheckpointMode, Command, Config, Event, SnapshotReason};
 use crate::wal::WalChange;
@@ -13,10 +13,6 @@ fn cfg(frames: u64) -> Config {
     let mut c = config();
     c.checkpoint_frames = frames;
     c
-}
-
-fn commit(h: &mut Harness, pages: &[u32], commit: u32) -> PosKey {
-    h.commit(pages, commit).expect("writers are not blocked")
 }
 
 /// Index in the trace of the first command matching `f` at or after `from`.
@@ -28,15 +24,6 @@ fn find(h: &Harness, from: usize, f: impl Fn(&Command) -> bool) -> Option<usize>
         .map(|i| i + from)
 }
 
-fn snapshots(h: &Harness) -> Vec<(u64, SnapshotReason)> {
-    h.events()
-        .filter_map(|e| match e {
-            Event::SnapshotStarted { txid, reason, .. } => Some((*txid, *reason)),
-            _ => None,
-        })
-        .collect()
-}
-
 #[test]
 fn locks_only_when_durable_ships_the_tail_then_checkpoints() {
     let mut h = Harness::new(cfg(4), Source::new(4, 21));
@@ -44,7 +31,7 @@ fn locks_only_when_durable_ships_the_tail_then_checkpoints() {
     h.start();
     h.complete_all();
     for p in 1..=4 {
-        commit(&mut h, &[p], 4);
+        h.commit_ok(&[p], 4);
     }
     h.tick();
     // Enough frames, but file 2 is not durable: no lock yet.
@@ -52,7 +39,7 @@ fn locks_only_when_durable_ships_the_tail_then_checkpoints() {
     h.advance(5_000);
     assert_eq!(h.count(|c| *c == Command::LockWriters), 0);
     // A transaction the engine has not read yet (the tail).
-    let tail = commit(&mut h, &[2, 5], 5);
+    let tail = h.commit_ok(&[2, 5], 5);
     let mark = h.trace.len();
     h.complete(0, Outcome::Ok, CheckOutcome::Real);
     let lock = find(&h, mark, |c| *c == Command::LockWriters).expect("LockWriters");
@@ -97,10 +84,10 @@ fn stalled_store_releases_writers() {
     h.start();
     h.complete_all();
     for p in 1..=3 {
-        commit(&mut h, &[p], 4);
+        h.commit_ok(&[p], 4);
     }
     h.tick();
-    commit(&mut h, &[4], 4);
+    h.commit_ok(&[4], 4);
     h.complete(0, Outcome::Ok, CheckOutcome::Real);
     assert!(h.src.writers_locked);
     let locked_at = h.now;
@@ -122,7 +109,7 @@ fn stalled_store_releases_writers() {
     assert_eq!(h.trace[unlock].0, locked_at + 2_000);
     assert_eq!(h.count(|c| matches!(c, Command::Checkpoint { .. })), 0);
     // Writers write again; the tail becomes durable; no checkpoint for a while.
-    let k = commit(&mut h, &[1], 4);
+    let k = h.commit_ok(&[1], 4);
     h.complete_all();
     h.tick();
     h.complete_all();
@@ -149,7 +136,7 @@ fn own_complete_checkpoint_then_restart_continues_incrementally() {
     let (salt1, _) = h.src.salts().unwrap();
     let mut keys = vec![];
     for p in 1..=4 {
-        keys.push(commit(&mut h, &[p], 4));
+        keys.push(h.commit_ok(&[p], 4));
     }
     h.tick();
     // Checkpointed, and the shell's `_walvault_seq` write restarted the WAL the way
@@ -165,13 +152,13 @@ fn own_complete_checkpoint_then_restart_continues_incrementally() {
         }
     )));
     // More transactions in the new generation, then a growth.
-    keys.push(commit(&mut h, &[2], 4));
+    keys.push(h.commit_ok(&[2], 4));
     h.tick();
-    keys.push(commit(&mut h, &[6], 6));
+    keys.push(h.commit_ok(&[6], 6));
     h.tick();
     h.check();
     // Only one full file ever: TXID 1.
-    assert_eq!(snapshots(&h), [(1, SnapshotReason::Initial)]);
+    assert_eq!(h.snapshots(), [(1, SnapshotReason::Initial)]);
     assert!(
         h.store
             .ids()
@@ -198,14 +185,14 @@ fn own_complete_checkpoint_then_restart_continues_incrementally() {
     h.assert_latest_is_source();
     // A second round: checkpoint again, restart again, still incremental.
     for p in 1..=4 {
-        commit(&mut h, &[p], 6);
+        h.commit_ok(&[p], 6);
     }
     h.tick();
     h.tick();
     let n = h.count(|c| matches!(c, Command::Checkpoint { .. })) as u32;
     assert!(n >= 2);
     assert_eq!(h.src.checkpoint_seq(), Some(seq0 + n));
-    assert_eq!(snapshots(&h), [(1, SnapshotReason::Initial)]);
+    assert_eq!(h.snapshots(), [(1, SnapshotReason::Initial)]);
     h.check();
     h.assert_latest_is_source();
 }
@@ -217,7 +204,7 @@ fn restart_after_own_checkpoint_with_app_writes_first() {
     let mut h = Harness::new(cfg(4), Source::new(4, 24));
     h.start();
     for p in 1..=4 {
-        commit(&mut h, &[p], 4);
+        h.commit_ok(&[p], 4);
     }
     h.ckpt_window.push_back(Box::new(|s: &mut Source| {
         s.commit_txn(&[3, 7], 7);
@@ -226,7 +213,7 @@ fn restart_after_own_checkpoint_with_app_writes_first() {
     h.tick();
     h.tick();
     h.check();
-    assert_eq!(snapshots(&h), [(1, SnapshotReason::Initial)]);
+    assert_eq!(h.snapshots(), [(1, SnapshotReason::Initial)]);
     h.assert_latest_is_source();
 }
 
@@ -237,7 +224,7 @@ fn foreign_restart_after_our_checkpoint_gets_a_full_file() {
     let mut h = Harness::new(cfg(4), Source::new(4, 25));
     h.start();
     for p in 1..=4 {
-        commit(&mut h, &[p], 4);
+        h.commit_ok(&[p], 4);
     }
     h.ckpt_window.push_back(Box::new(|s: &mut Source| {
         s.commit_txn(&[2, 6], 6);
@@ -255,7 +242,7 @@ fn foreign_restart_after_our_checkpoint_gets_a_full_file() {
     // TXID 2 was the last incremental file before the checkpoint.
     let next = 3;
     assert_eq!(
-        snapshots(&h),
+        h.snapshots(),
         [
             (1, SnapshotReason::Initial),
             (next, SnapshotReason::WalReset)
@@ -275,25 +262,25 @@ fn foreign_restart_after_our_checkpoint_gets_a_full_file() {
 fn restart_without_our_checkpoint_gets_a_full_file() {
     let mut h = Harness::new(config(), Source::new(4, 26));
     h.start();
-    commit(&mut h, &[1], 4);
+    h.commit_ok(&[1], 4);
     h.tick();
     // Committed, never read by the engine, then checkpointed and the WAL restarted
     // behind its back (its read lock lost, say).
-    commit(&mut h, &[2, 5], 5);
+    h.commit_ok(&[2, 5], 5);
     h.src.external_checkpoint_and_restart(&[3], 5);
     let k = h.src.pos();
     let next = h.engine.next_txid();
     h.tick();
     h.check();
     assert_eq!(
-        snapshots(&h),
+        h.snapshots(),
         [
             (1, SnapshotReason::Initial),
             (next, SnapshotReason::WalReset)
         ]
     );
     h.assert_restores(next, k);
-    let k2 = commit(&mut h, &[4], 5);
+    let k2 = h.commit_ok(&[4], 5);
     h.tick();
     h.assert_restores(next + 1, k2);
     h.check();
@@ -306,7 +293,7 @@ fn partial_busy_or_failed_checkpoints_do_not_continue_a_restart() {
         let mut h = Harness::new(cfg(4), Source::new(4, 27));
         h.start();
         for p in 1..=4 {
-            commit(&mut h, &[p], 4);
+            h.commit_ok(&[p], 4);
         }
         // While our read lock is released the application checkpoints and restarts
         // the WAL itself: our checkpoint did not complete, so this is not ours.
@@ -328,7 +315,7 @@ fn partial_busy_or_failed_checkpoints_do_not_continue_a_restart() {
             "{answer:?}"
         );
         assert_eq!(
-            snapshots(&h).last(),
+            h.snapshots().last(),
             Some(&(3, SnapshotReason::WalReset)),
             "{answer:?}"
         );
@@ -341,7 +328,7 @@ fn busy_checkpoint_is_not_retried_in_a_storm() {
     let mut h = Harness::new(cfg(4), Source::new(4, 31));
     h.start();
     for p in 1..=4 {
-        commit(&mut h, &[p], 4);
+        h.commit_ok(&[p], 4);
     }
     // An application reader pins the WAL for the next 50 attempts.
     h.ckpt_answers.extend([CkptAnswer::AppReader; 50]);
@@ -359,7 +346,7 @@ fn writers_not_lockable_retries_later() {
     let mut h = Harness::new(cfg(4), Source::new(4, 28));
     h.start();
     for p in 1..=4 {
-        commit(&mut h, &[p], 4);
+        h.commit_ok(&[p], 4);
     }
     h.lock_answers.push_back(false);
     h.tick();
@@ -375,7 +362,7 @@ fn writers_not_lockable_retries_later() {
         h.tick();
     }
     assert_eq!(h.count(|c| matches!(c, Command::Checkpoint { .. })), 0);
-    let k = commit(&mut h, &[3], 4);
+    let k = h.commit_ok(&[3], 4);
     for _ in 0..12 {
         h.tick();
     }
@@ -394,7 +381,7 @@ fn truncate_checkpoint_is_followed_by_a_full_file() {
     let mut h = Harness::new(c, Source::new(4, 29));
     h.start();
     for p in 1..=4 {
-        commit(&mut h, &[p], 4);
+        h.commit_ok(&[p], 4);
     }
     h.ckpt_window.push_back(Box::new(|s: &mut Source| {
         s.commit_txn(&[6], 6);
@@ -407,12 +394,12 @@ fn truncate_checkpoint_is_followed_by_a_full_file() {
     h.tick();
     h.check();
     assert!(
-        snapshots(&h)
+        h.snapshots()
             .iter()
             .any(|(_, r)| *r == SnapshotReason::AfterTruncate)
     );
     h.assert_latest_is_source();
-    commit(&mut h, &[1], 6);
+    h.commit_ok(&[1], 6);
     h.tick();
     h.check();
     h.assert_latest_is_source();
@@ -425,10 +412,10 @@ fn shutdown_while_writers_locked_releases_them() {
     h.start();
     h.complete_all();
     for p in 1..=3 {
-        commit(&mut h, &[p], 4);
+        h.commit_ok(&[p], 4);
     }
     h.tick();
-    commit(&mut h, &[4], 4);
+    h.commit_ok(&[4], 4);
     h.complete(0, Outcome::Ok, CheckOutcome::Real);
     assert!(h.src.writers_locked);
     h.shutdown(false);

@@ -3,22 +3,9 @@
 //! never taken for the restart our own checkpoint prepared.
 
 use super::harness::{Harness, config};
-use super::source::{PosKey, Source};
+use super::source::Source;
 use crate::replicator::{Event, Input, SnapshotReason};
 use crate::wal::WalChange;
-
-fn commit(h: &mut Harness, pages: &[u32], commit: u32) -> PosKey {
-    h.commit(pages, commit).expect("writers are not blocked")
-}
-
-fn snapshots(h: &Harness) -> Vec<(u64, SnapshotReason)> {
-    h.events()
-        .filter_map(|e| match e {
-            Event::SnapshotStarted { txid, reason, .. } => Some((*txid, *reason)),
-            _ => None,
-        })
-        .collect()
-}
 
 /// The shell's detach: the engine is told, then the lock goes.
 fn release(h: &mut Harness) {
@@ -49,7 +36,7 @@ fn quiescent_only_when_everything_read_is_durable() {
     h.tick();
     h.complete_all();
     assert!(h.engine.is_quiescent());
-    commit(&mut h, &[2], 4);
+    h.commit_ok(&[2], 4);
     h.tick();
     assert!(!h.engine.is_quiescent(), "a file in flight");
     h.complete_all();
@@ -76,16 +63,16 @@ fn quiescent_only_when_everything_read_is_durable() {
 fn growth_in_the_same_generation_while_released_continues_the_chain() {
     let mut h = Harness::new(config(), Source::new(4, 32));
     h.start();
-    commit(&mut h, &[1, 2], 4);
+    h.commit_ok(&[1, 2], 4);
     h.tick();
     release(&mut h);
-    commit(&mut h, &[3], 4);
-    let k = commit(&mut h, &[4, 5], 5);
+    h.commit_ok(&[3], 4);
+    let k = h.commit_ok(&[4, 5], 5);
     let cuts = h.cuts().len();
     reattach(&mut h);
     h.tick();
     h.check();
-    assert_eq!(snapshots(&h), [(1, SnapshotReason::Initial)]);
+    assert_eq!(h.snapshots(), [(1, SnapshotReason::Initial)]);
     // Both transactions and the seq write arrive in one incremental file.
     assert_eq!(h.cuts().len(), cuts + 1);
     let txid = h.engine.durable().txid;
@@ -102,7 +89,7 @@ fn foreign_restart_after_release(tell_engine: bool) -> Harness {
     let mut h = Harness::new(config(), Source::new(4, 33));
     h.start();
     for p in 1..=3 {
-        commit(&mut h, &[p], 4);
+        h.commit_ok(&[p], 4);
     }
     h.tick();
     assert!(h.engine.is_quiescent());
@@ -116,13 +103,13 @@ fn foreign_restart_after_release(tell_engine: bool) -> Harness {
     // An application reader pins the generation, so a write appends to it instead of
     // restarting it: growth the engine never sees.
     h.src.read_mark = Some(1);
-    commit(&mut h, &[2, 6], 6);
+    h.commit_ok(&[2, 6], 6);
     // The reader ends; the application checkpoints everything and writes again, which
     // restarts the WAL as salt-1 + 1: what our own checkpoint would have caused.
     h.src.read_mark = None;
     h.src.checkpoint();
     let before = h.src.salts();
-    commit(&mut h, &[3], 6);
+    h.commit_ok(&[3], 6);
     assert_eq!(
         h.src.salts().map(|s| s.0),
         before.map(|s| s.0.wrapping_add(1)),
@@ -151,7 +138,7 @@ fn restart_while_released_gets_a_full_file() {
     h.check();
     assert!(!took_as_continuation(&h));
     assert_eq!(
-        snapshots(&h).last().map(|s| s.1),
+        h.snapshots().last().map(|s| s.1),
         Some(SnapshotReason::WalReset)
     );
     h.assert_restores(h.engine.durable().txid, h.src.pos());
@@ -181,7 +168,7 @@ fn not_quiescent_while_a_checkpoint_is_due() {
     h.lock_answers.push_back(false);
     h.start();
     for p in 1..=3 {
-        commit(&mut h, &[p], 4);
+        h.commit_ok(&[p], 4);
     }
     h.tick();
     assert_eq!(
@@ -204,7 +191,7 @@ fn checkpoint_soon_runs_one_checkpoint_whatever_the_length() {
     let mut h = Harness::new(config(), Source::new(4, 35));
     h.start();
     for p in 1..=3 {
-        commit(&mut h, &[p], 4);
+        h.commit_ok(&[p], 4);
     }
     h.tick();
     assert!(h.engine.is_quiescent());
@@ -221,11 +208,11 @@ fn checkpoint_soon_runs_one_checkpoint_whatever_the_length() {
     assert!(h.engine.is_quiescent());
     // The restart left only our own `_walvault_seq` frame; no further checkpoint.
     assert_eq!(h.engine.wal_frames(), 1);
-    commit(&mut h, &[2], 4);
+    h.commit_ok(&[2], 4);
     h.tick();
     h.tick();
     assert_eq!(ckpts(&h), 1, "asked for once");
-    assert_eq!(snapshots(&h), [(1, SnapshotReason::Initial)]);
+    assert_eq!(h.snapshots(), [(1, SnapshotReason::Initial)]);
     h.check();
     h.assert_latest_is_source();
 }

@@ -3,7 +3,7 @@
 //! position, and crashes with uploads outstanding.
 
 use super::harness::{Harness, Outcome, config};
-use super::source::{PosKey, Source};
+use super::source::Source;
 use crate::keys::FileId;
 use crate::replicator::{Event, SnapshotReason};
 
@@ -15,25 +15,12 @@ fn l0(min: u64, max: u64) -> FileId {
     }
 }
 
-fn commit(h: &mut Harness, pages: &[u32], commit: u32) -> PosKey {
-    h.commit(pages, commit).expect("writers are not blocked")
-}
-
-fn snapshots(h: &Harness) -> Vec<(u64, SnapshotReason)> {
-    h.events()
-        .filter_map(|e| match e {
-            Event::SnapshotStarted { txid, reason, .. } => Some((*txid, *reason)),
-            _ => None,
-        })
-        .collect()
-}
-
 /// A harness that has shipped a few files and then stopped cleanly.
 fn shipped(seed: u64) -> Harness {
     let mut h = Harness::new(config(), Source::new(4, seed));
     h.start();
     for p in 1..=3 {
-        commit(&mut h, &[p], 4 + p);
+        h.commit_ok(&[p], 4 + p);
         h.tick();
     }
     h.check();
@@ -62,14 +49,14 @@ fn restart_on_the_same_wal_continues_the_chain() {
     let max = h.store.max_txid();
     h.crash(&|_, _| false);
     // The application writes while walvault is down.
-    commit(&mut h, &[2], 7);
+    h.commit_ok(&[2], 7);
     h.start();
     h.check();
     assert!(
         h.events()
             .any(|e| matches!(e, Event::Resumed { txid, .. } if *txid == max))
     );
-    assert_eq!(snapshots(&h), []);
+    assert_eq!(h.snapshots(), []);
     // The application's transaction and the shell's `_walvault_seq` write are the
     // first incremental file, cut as soon as the scan ends: it continues the chain
     // at max+1 and, after a crash, spans the fence.
@@ -77,7 +64,7 @@ fn restart_on_the_same_wal_continues_the_chain() {
     assert_eq!(h.cuts(), [first]);
     let next = first.max_txid + 1;
     h.assert_restores(first.max_txid, h.src.pos());
-    let k = commit(&mut h, &[3], 7);
+    let k = h.commit_ok(&[3], 7);
     h.tick();
     h.check();
     assert_eq!(h.cuts(), [first, l0(next, next)]);
@@ -102,7 +89,7 @@ fn restart_after_a_clean_stop_continues_without_a_fence() {
     h.shutdown(false);
     let max = h.store.max_txid();
     h.crash(&|_, _| false);
-    commit(&mut h, &[2], 7);
+    h.commit_ok(&[2], 7);
     h.start();
     h.check();
     assert_eq!(h.cuts(), [l0(max + 1, max + 1)]);
@@ -118,20 +105,20 @@ fn late_writes_of_a_crashed_run_never_collide_with_the_next() {
     let mut h = shipped(38);
     h.deferred = true;
     let max = h.store.max_txid();
-    commit(&mut h, &[1], 7);
+    h.commit_ok(&[1], 7);
     h.tick();
     let zombie = h.inflight[0].file();
     let zombie_bytes = h.sending[&zombie].clone();
     h.crash(&|_, _| false);
     h.deferred = false;
-    commit(&mut h, &[2], 7);
+    h.commit_ok(&[2], 7);
     h.start();
     h.check();
     let first = fenced_first_cut(&h, max);
     assert!(first.max_txid > zombie.max_txid);
     // Now the zombie lands: under its own key, below the new file.
     assert!(h.store.put_if_absent(zombie, &zombie_bytes));
-    let k = commit(&mut h, &[3], 7);
+    let k = h.commit_ok(&[3], 7);
     h.tick();
     h.check();
     h.assert_restores(first.max_txid + 1, k);
@@ -144,20 +131,20 @@ fn restart_on_a_new_wal_generation_writes_one_full_file() {
     let max = h.store.max_txid();
     h.crash(&|_, _| false);
     // Down: the application checkpoints and restarts the WAL.
-    commit(&mut h, &[1, 8], 8);
+    h.commit_ok(&[1, 8], 8);
     h.src.external_checkpoint_and_restart(&[2], 8);
-    commit(&mut h, &[3], 8);
+    h.commit_ok(&[3], 8);
     h.start();
     h.check();
     let first = fenced_first_cut(&h, max);
     assert_eq!(h.cuts(), [first]);
     assert_eq!(
-        snapshots(&h),
+        h.snapshots(),
         [(first.max_txid, SnapshotReason::NoResumePoint)]
     );
     assert_eq!(h.store.pages(first).unwrap().len(), 8);
     h.assert_latest_is_source();
-    let k = commit(&mut h, &[4], 8);
+    let k = h.commit_ok(&[4], 8);
     h.tick();
     let next = first.max_txid + 1;
     assert_eq!(h.cuts().last(), Some(&l0(next, next)));
@@ -178,7 +165,7 @@ fn restart_with_an_empty_store_writes_a_snapshot_from_txid_1() {
     // A snapshot from TXID 1, its end above every TXID the local position knows was
     // used (the listing may only lag) and above the crash's fence.
     let first = fenced_first_cut(&h, 0);
-    assert_eq!(snapshots(&h), [(first.max_txid, SnapshotReason::Initial)]);
+    assert_eq!(h.snapshots(), [(first.max_txid, SnapshotReason::Initial)]);
     assert_eq!(h.cuts(), [first]);
     assert!(first.max_txid > acknowledged + 1024);
     assert!(h.events().any(|e| matches!(e, Event::RemoteBehind { .. })));
@@ -212,7 +199,7 @@ fn restart_with_the_store_behind_the_persisted_position() {
     let first = fenced_first_cut(&h, max - 1);
     assert!(first.max_txid > max);
     assert!(
-        snapshots(&h)
+        h.snapshots()
             .iter()
             .any(|&(t, r)| t == first.max_txid && r == SnapshotReason::NoResumePoint)
     );
@@ -223,7 +210,7 @@ fn restart_with_the_store_behind_the_persisted_position() {
 fn crash_after_upload_before_persist_resumes_after_the_stored_file() {
     let mut h = shipped(35);
     h.deferred = true;
-    commit(&mut h, &[1], 7);
+    h.commit_ok(&[1], 7);
     h.tick();
     let f = h.inflight[0].file();
     // The PUT lands, the process dies before hearing of it.
@@ -237,7 +224,7 @@ fn crash_after_upload_before_persist_resumes_after_the_stored_file() {
         h.events()
             .any(|e| matches!(e, Event::Resumed { txid, .. } if *txid == f.max_txid))
     );
-    assert_eq!(snapshots(&h), []);
+    assert_eq!(h.snapshots(), []);
     h.tick();
     h.check();
     assert!(h.store.level0_holes(h.store.max_txid()).is_empty());
@@ -249,9 +236,9 @@ fn crash_with_a_hole_below_the_tip_does_not_resume_over_it() {
     let mut h = shipped(36);
     h.deferred = true;
     let base = h.store.max_txid();
-    commit(&mut h, &[1], 7);
+    h.commit_ok(&[1], 7);
     h.tick();
-    commit(&mut h, &[2], 7);
+    h.commit_ok(&[2], 7);
     h.tick();
     // base+1 fails transiently, base+2 is stored; then the process dies.
     h.complete(0, Outcome::Transient, super::harness::CheckOutcome::Real);
@@ -283,8 +270,8 @@ fn crash_before_the_initial_snapshot_landed() {
     let mut h = Harness::new(cfg, Source::new(3, 0));
     h.deferred = true;
     h.start(); // TXID 1 (full) is uploading
-    commit(&mut h, &[1], 1);
-    commit(&mut h, &[1], 1);
+    h.commit_ok(&[1], 1);
+    h.commit_ok(&[1], 1);
     h.advance(1_000); // TXID 2 is uploading
     // The process dies; only TXID 2's PUT had reached the store.
     h.crash(&|_, f| f.max_txid == 2);
