@@ -55,6 +55,7 @@ mod world_app;
 mod world_faults;
 mod world_final;
 mod world_process;
+mod world_run;
 
 pub use world::{RunOptions, RunReport, run_plan};
 
