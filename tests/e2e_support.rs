@@ -9,6 +9,23 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
+/// Sends `sig` (e.g. `-STOP`) to process `pid`.
+pub fn signal(pid: u32, sig: &str) {
+    let st = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// How many times `needle` occurs in the log file.
+pub fn log_count(log: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches(needle)
+        .count()
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_walvault")
 }

@@ -17,11 +17,10 @@ use crate::database::WalChunk;
 /// Databases finding their resume point at once when idle ones are released.
 pub const CONCURRENT_STARTS: usize = 16;
 
-/// A database released with more WAL frames than this is checkpointed first (once per
-/// quiet period): the application's own checkpoint (at 1 000 frames by default) is
-/// then far off, so a wake-up rarely finds the WAL checkpointed and restarted before
-/// walvault holds its lock again (which would cost a full snapshot).
-pub const RELEASE_CHECKPOINT_FRAMES: u64 = 64;
+/// A wake that finds the WAL restarted unseen reads the whole database to find the
+/// pages that changed (decision 23); past this size that read costs more than the
+/// connection saves, so such a database keeps its connection from then on.
+pub const PIN_ABOVE_BYTES: u64 = 64 << 20;
 
 /// Longest a start-up holds its place in the start-up gate.
 const START_SLOT: Duration = Duration::from_secs(5);
@@ -85,12 +84,11 @@ pub struct IdleState {
     start_slot: Option<(OwnedSemaphorePermit, Instant)>,
     /// Released at least once (the first time needs no quiet period).
     released_before: bool,
-    /// A checkpoint before releasing was asked for; the next quiescence releases.
-    checkpoint_asked: bool,
     /// Taken again after a release, until the engine is quiescent again.
     woke: bool,
     /// A wake found the WAL restarted or folded away (an application that checkpoints
-    /// while walvault is away): this database keeps its connection from now on.
+    /// while walvault is away) in a database over [`PIN_ABOVE_BYTES`]: it keeps its
+    /// connection from now on.
     pinned: bool,
 }
 
@@ -102,7 +100,6 @@ impl IdleState {
             quiet_since: None,
             start_slot: None,
             released_before: false,
-            checkpoint_asked: false,
             woke: false,
             pinned: false,
         }
@@ -140,14 +137,15 @@ impl IdleState {
         self.quiet_since = None;
     }
 
-    /// A wake that ended in a full snapshot pins the database. Returns true the first
-    /// time (for one log line).
-    pub fn on_full_snapshot_after_wake(&mut self) -> bool {
-        if self.woke && !self.pinned {
-            self.pinned = true;
-            return true;
+    /// A whole-database file of `db_bytes` was started. `None` unless it answers a wake
+    /// (the WAL restarted or vanished while released); then whether it pinned the
+    /// database just now (databases over [`PIN_ABOVE_BYTES`]).
+    pub fn on_whole_file(&mut self, db_bytes: u64) -> Option<bool> {
+        if !self.woke || self.pinned {
+            return None;
         }
-        false
+        self.pinned = db_bytes > PIN_ABOVE_BYTES;
+        Some(self.pinned)
     }
 
     /// Called after every step: gives up the start-up slot once the engine has caught
@@ -173,25 +171,11 @@ impl IdleState {
         let Some(after) = self.policy.after else {
             return false;
         };
-        !self.pinned
-            && (!self.released_before
-                || self.checkpoint_asked
-                || now.duration_since(since) >= after)
-    }
-
-    /// Whether to ask for a checkpoint before releasing a WAL of `frames` frames; at
-    /// most once per release.
-    pub fn checkpoint_first(&mut self, frames: u64) -> bool {
-        if self.checkpoint_asked || frames <= RELEASE_CHECKPOINT_FRAMES {
-            return false;
-        }
-        self.checkpoint_asked = true;
-        true
+        !self.pinned && (!self.released_before || now.duration_since(since) >= after)
     }
 
     pub fn released(&mut self) {
         self.released_before = true;
-        self.checkpoint_asked = false;
         self.quiet_since = None;
     }
 }
@@ -242,29 +226,31 @@ mod tests {
     }
 
     #[test]
-    fn a_long_wal_is_checkpointed_once_then_released_at_once() {
-        let mut s = IdleState::new(IdleRelease::new(Some(Duration::from_secs(60))));
-        let t0 = Instant::now();
-        assert!(s.should_release(true, t0));
-        assert!(s.checkpoint_first(500));
-        // The checkpoint makes the engine busy, then quiescent again: release now,
-        // without another quiet period, whatever the checkpoint achieved.
-        assert!(!s.should_release(false, t0));
-        assert!(s.should_release(true, t0));
-        assert!(!s.checkpoint_first(500), "once");
-        s.released();
-        assert!(!s.checkpoint_first(RELEASE_CHECKPOINT_FRAMES));
-    }
-
-    #[test]
     fn never_releases_without_a_policy_or_once_pinned() {
         let mut s = IdleState::new(IdleRelease::never());
         assert!(!s.should_release(true, Instant::now()));
         let mut s = IdleState::new(IdleRelease::new(Some(Duration::ZERO)));
         s.released();
         s.woke();
-        assert!(s.on_full_snapshot_after_wake());
-        assert!(!s.on_full_snapshot_after_wake(), "reported once");
+        assert_eq!(
+            s.on_whole_file(PIN_ABOVE_BYTES),
+            Some(false),
+            "small: stays"
+        );
+        assert!(s.should_release(true, Instant::now()));
+        s.released();
+        assert_eq!(
+            s.on_whole_file(PIN_ABOVE_BYTES + 1),
+            None,
+            "not after a wake"
+        );
+        s.woke();
+        assert_eq!(
+            s.on_whole_file(PIN_ABOVE_BYTES + 1),
+            Some(true),
+            "large: pinned"
+        );
+        assert_eq!(s.on_whole_file(PIN_ABOVE_BYTES + 1), None, "reported once");
         assert!(!s.should_release(true, Instant::now()));
     }
 }

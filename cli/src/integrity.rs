@@ -111,6 +111,11 @@ impl ChainLinks {
         }
     }
 
+    /// The digest of the level-0 file ending at `max_txid`, if known.
+    pub fn get(&self, max_txid: u64) -> Option<&str> {
+        self.by_max_txid.get(&max_txid).map(String::as_str)
+    }
+
     /// Seeds the chain with the store's tip at start-up.
     pub fn seed(&mut self, max_txid: u64, sha: Option<String>) {
         if let Some(sha) = sha {

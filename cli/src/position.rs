@@ -138,23 +138,38 @@ impl StateDir {
         }
     }
 
-    /// Saves the page checksums of the state at `txid` (at a clean stop).
-    pub fn save_sums(&self, txid: u64, sums: &PageSums) -> Result<()> {
-        let mut bytes = txid.to_le_bytes().to_vec();
+    /// Saves the page checksums of the state at `txid` (at a clean stop), with the
+    /// SHA-256 of the file that ends there, which a later start compares with the
+    /// store's tip before trusting them.
+    pub fn save_sums(&self, txid: u64, sha: &str, sums: &PageSums) -> Result<()> {
+        let mut bytes = SUMS_MAGIC.to_vec();
+        bytes.extend(txid.to_le_bytes());
+        bytes.push(u8::try_from(sha.len()).context("digest too long")?);
+        bytes.extend(sha.as_bytes());
         bytes.extend(sums.to_bytes());
-        write_atomic(&self.dir.join("page-sums.bin"), &bytes)
+        write_atomic(&self.dir.join(SUMS_FILE), &bytes)
     }
 
     /// Takes (and removes, so a later crash cannot reuse them) the saved checksums if
-    /// they describe the state at `txid`.
-    pub fn take_sums(&self, txid: u64) -> Option<(u64, PageSums)> {
-        let path = self.dir.join("page-sums.bin");
+    /// they describe the state at `txid` reached by the file whose digest is `sha`:
+    /// the store's tip is then exactly the file this machine uploaded last.
+    pub fn take_sums(&self, txid: u64, sha: Option<&str>) -> Option<(u64, PageSums)> {
+        let _ = fs::remove_file(self.dir.join("page-sums.bin")); // the older format, without a digest
+        let path = self.dir.join(SUMS_FILE);
         let bytes = fs::read(&path).ok()?;
         let _ = fs::remove_file(&path);
-        let saved = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
-        (saved == txid && txid > 0).then(|| PageSums::from_bytes(&bytes[8..]).map(|s| (txid, s)))?
+        let rest = bytes.strip_prefix(SUMS_MAGIC)?;
+        let saved = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
+        let n = usize::from(*rest.get(8)?);
+        let saved_sha = rest.get(9..9 + n)?;
+        let sums = PageSums::from_bytes(rest.get(9 + n..)?)?;
+        (saved == txid && txid > 0 && sha.is_some_and(|s| s.as_bytes() == saved_sha))
+            .then_some((txid, sums))
     }
 }
+
+const SUMS_FILE: &str = "page-sums-v2.bin";
+const SUMS_MAGIC: &[u8] = b"WVPS";
 
 /// Temp file in the same directory, fsync, rename over the target, fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -24,17 +24,29 @@ impl PageSums {
         }
     }
 
-    /// Records the new content of `pgno` (growing the image when needed).
-    pub fn set(&mut self, pgno: u32, data: &[u8]) {
+    /// Records the new content of `pgno` (growing the image when needed); returns
+    /// whether the page's checksum changed.
+    pub fn set(&mut self, pgno: u32, data: &[u8]) -> bool {
         let Some(i) = (pgno as usize).checked_sub(1) else {
-            return;
+            return false;
         };
         if i >= self.pages.len() {
             self.pages.resize(i + 1, 0);
         }
         let c = page_checksum(pgno, data);
-        self.xor ^= self.pages[i] ^ c;
+        let old = self.pages[i];
+        self.xor ^= old ^ c;
         self.pages[i] = c;
+        old != c
+    }
+
+    /// Pages in the image (its database size in pages).
+    pub fn len(&self) -> u32 {
+        u32::try_from(self.pages.len()).unwrap_or(u32::MAX)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pages.is_empty()
     }
 
     /// Sets the database size: pages above it leave the image; pages added and never

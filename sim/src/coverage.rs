@@ -59,7 +59,8 @@ counters! {
     ReadLockLost => "read lock not re-acquired after checkpoint", false;
     IdleReleased => "idle database released (connection closed)", true;
     IdleWoke => "released database woke on a change", true;
-    IdleWokeToSnapshot => "wake found the WAL restarted (full snapshot, pinned)", true;
+    IdleWokeToSnapshot => "wake found the WAL restarted (whole-database file)", true;
+    DiffedWholeFile => "whole-database file built as the pages that changed", true;
     AttachBusy => "taking the lock again was busy (retried)", true;
     AppCheckpointPassive => "app checkpoint PASSIVE", true;
     AppCheckpointFull => "app checkpoint FULL", true;

@@ -34,6 +34,10 @@ pub enum Mutation {
     /// Builds files from a stale page: the newest page of each file comes from the
     /// database file instead of its WAL frame.
     StalePageRead,
+    /// Builds a whole-database file that continues a chain twice, the second time
+    /// against the checksum table the first build left behind (as rebuilding a lost
+    /// staged copy from the spec would): only page 1 and growth pages go in.
+    DiffAgainstOwnState,
     /// Answers a duplicate completion by sending the upload again.
     DuplicateResend,
     /// Sends every PUT twice (SDK retries behind the engine's back).
@@ -73,6 +77,7 @@ impl Mutation {
         Mutation::PersistAhead,
         Mutation::TipSkipsTxid,
         Mutation::StalePageRead,
+        Mutation::DiffAgainstOwnState,
         Mutation::DuplicateResend,
         Mutation::DoublePut,
         Mutation::LostCompletion,
@@ -115,6 +120,7 @@ impl Mutation {
             Mutation::PersistAhead => "persist-ahead",
             Mutation::TipSkipsTxid => "tip-skips-txid",
             Mutation::StalePageRead => "stale-page-read",
+            Mutation::DiffAgainstOwnState => "diff-against-own-state",
             Mutation::DuplicateResend => "duplicate-resend",
             Mutation::DoublePut => "double-put",
             Mutation::LostCompletion => "lost-completion",

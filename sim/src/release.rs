@@ -1,7 +1,7 @@
 //! Releasing an idle database's connection in simulated time, mirroring cli/src/idle.rs
 //! and the release steps of cli/src/replicate_task/ (decision 21): once the engine is
-//! quiescent (at once after start-up, then after `release_idle_ms`), a WAL longer than
-//! 64 frames is checkpointed first, then the engine is told and the connection closes.
+//! quiescent (at once after start-up, then after `release_idle_ms`), the engine is told
+//! and the connection closes.
 //! While released, a WAL read identical to the last one made under the lock is fed to
 //! the engine; anything else takes the lock again and reads again first.
 
@@ -13,8 +13,8 @@ use crate::coverage::Cov;
 use crate::replica_db::{ReplicaDb, WalChunk};
 use crate::world::{Ev, Proc, World};
 
-/// As `idle::RELEASE_CHECKPOINT_FRAMES` in the shell.
-pub const RELEASE_CHECKPOINT_FRAMES: u64 = 64;
+/// As `idle::PIN_ABOVE_BYTES` in the shell (no simulated database comes near it).
+pub const PIN_ABOVE_BYTES: u64 = 64 << 20;
 
 /// How long the shell waits before taking the lock again after SQLite said busy.
 pub const ATTACH_RETRY_MS: u64 = 1_000;
@@ -51,7 +51,6 @@ pub struct ReleaseState {
     last_locked_read: Option<ReadSig>,
     quiet_since: Option<u64>,
     released_before: bool,
-    checkpoint_asked: bool,
     woke: bool,
     pinned: bool,
     /// A read waiting to take the lock again after a busy attempt.
@@ -66,20 +65,11 @@ impl ReleaseState {
         }
         self.woke = false;
         let since = *self.quiet_since.get_or_insert(now);
-        !self.pinned && (!self.released_before || self.checkpoint_asked || now - since >= after)
-    }
-
-    fn checkpoint_first(&mut self, frames: u64) -> bool {
-        if self.checkpoint_asked || frames <= RELEASE_CHECKPOINT_FRAMES {
-            return false;
-        }
-        self.checkpoint_asked = true;
-        true
+        !self.pinned && (!self.released_before || now - since >= after)
     }
 
     fn released(&mut self) {
         self.released_before = true;
-        self.checkpoint_asked = false;
         self.quiet_since = None;
     }
 
@@ -96,13 +86,14 @@ impl ReleaseState {
             .is_some_and(|s| (s.offset, s.max_len) == next)
     }
 
-    /// A wake that ended in a full snapshot pins the database; true the first time.
-    pub fn on_full_snapshot_after_wake(&mut self) -> bool {
-        if self.woke && !self.pinned {
-            self.pinned = true;
-            return true;
+    /// `IdleState::on_whole_file`: `None` unless the whole-database file answers a
+    /// wake; then whether it pinned the database.
+    pub fn on_whole_file(&mut self, db_bytes: u64) -> Option<bool> {
+        if !self.woke || self.pinned {
+            return None;
         }
-        false
+        self.pinned = db_bytes > PIN_ABOVE_BYTES;
+        Some(self.pinned)
     }
 }
 
@@ -112,8 +103,7 @@ fn is_busy(e: &str) -> bool {
 }
 
 impl World {
-    /// After the engine has run out of commands: release a quiescent database, or ask
-    /// for the checkpoint that comes first.
+    /// After the engine has run out of commands: release a quiescent database.
     pub(crate) fn maybe_release(&mut self) {
         let Some(after) = self.params.release_idle_ms else {
             return;
@@ -129,15 +119,6 @@ impl World {
         if !r.release.last_read_was(r.engine.next_read())
             || !r.release.should_release(quiescent, now_ms, after)
         {
-            return;
-        }
-        if r.release.checkpoint_first(r.engine.wal_frames()) {
-            r.engine.handle(now, Input::CheckpointSoon);
-            self.trace
-                .record(self.now, "release-checkpoint", &[], &[], || {
-                    "checkpoint asked for before releasing the connection".into()
-                });
-            self.drain();
             return;
         }
         r.engine.handle(now, Input::ReadLockReleased);

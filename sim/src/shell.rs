@@ -1,7 +1,8 @@
 //! The simulated shell: carries out the engine's commands with the semantics of
 //! production's cli/src/replicate_task/ and cli/src/database.rs: WAL reads (header,
-//! then data), building a file through `spec::materialize` into a staging copy that
-//! retries reuse, PUT with If-None-Match, checks that compare the stored bytes, writers
+//! then data), building a file through `spec::materialize_tracked` (a running page
+//! checksum table; whole-database files built as the pages that changed) into a
+//! staging copy that retries reuse, PUT with If-None-Match, checks that compare the stored bytes, writers
 //! blocked with BEGIN IMMEDIATE, checkpoints (release the read transaction, PASSIVE,
 //! let writers go, TRUNCATE if asked, take the read transaction again), persisted
 //! positions. Between two commands, and between the steps of a checkpoint, the
@@ -304,7 +305,52 @@ impl World {
         );
     }
 
+    /// Builds a file for its first upload against the running checksum table, as
+    /// `DbTask::stage` does, and keeps the table up to date.
+    fn stage(&mut self, file: FileId, spec: &FileSpec) -> Result<Vec<u8>, String> {
+        let prev = match &self.proc {
+            Proc::Running(r) => r.sums.as_ref(),
+            _ => None,
+        };
+        let mut pages = Pages {
+            wal: self.wal.get(),
+            db: &self.db_file,
+            page_size: u64::from(self.params.page_size),
+            stale_page: self.mutation == Some(Mutation::StalePageRead),
+        };
+        let mut t = spec::materialize_tracked(spec, &mut pages, Vec::new(), prev)
+            .map_err(|e| e.to_string())?;
+        if self.mutation == Some(Mutation::DiffAgainstOwnState)
+            && t.diffed.is_some()
+            && let Some(after) = t.sums.clone()
+        {
+            // Mutation: built again against the table the first build left behind.
+            let base = (spec.header.min_txid - 1, after);
+            t = spec::materialize_tracked(spec, &mut pages, Vec::new(), Some(&base))
+                .map_err(|e| e.to_string())?;
+        }
+        if let Some(n) = t.diffed {
+            self.cov.hit(Cov::DiffedWholeFile);
+            self.trace
+                .record(self.now, "diffed", &[file.max_txid, n], &[], || {
+                    format!("{file}: whole-database file built as {n} changed pages")
+                });
+        }
+        if let Proc::Running(r) = &mut self.proc
+            && file.level == 0
+        {
+            r.sums = t.sums.map(|s| (file.max_txid, s));
+        }
+        Ok(t.out)
+    }
+
+    /// Rebuilds a file to compare with the stored one (its staged copy is gone).
     fn materialize(&mut self, spec: &FileSpec) -> Result<Vec<u8>, String> {
+        if spec::diffable(spec) {
+            // As the shell: a file built against checksums cannot be rebuilt from its
+            // spec alone.
+            return Err("its staged copy is gone".into());
+        }
         let mut pages = Pages {
             wal: self.wal.get(),
             db: &self.db_file,
@@ -349,7 +395,7 @@ impl World {
                     ));
                     return;
                 }
-                let bytes = match self.materialize(&spec) {
+                let bytes = match self.stage(file, &spec) {
                     Ok(b) => Arc::new(b),
                     Err(e) => {
                         self.local_completion(Completion::Upload(
@@ -654,8 +700,9 @@ impl World {
                     r.last_cut_max = file.max_txid;
                 }
             }
-            Event::SnapshotStarted { reason, .. } => {
-                if r.release.on_full_snapshot_after_wake() {
+            Event::SnapshotStarted { reason, pages, .. } => {
+                let bytes = u64::from(pages) * u64::from(self.params.page_size);
+                if r.release.on_whole_file(bytes).is_some() {
                     self.cov.hit(Cov::IdleWokeToSnapshot);
                 }
                 match reason {

@@ -145,6 +145,7 @@ impl World {
             db: Some(s.db),
             release: Default::default(),
             staged: Default::default(),
+            sums: None,
             stopping: false,
             first_header: None,
             last_cut_max: list_max,

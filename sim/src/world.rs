@@ -130,6 +130,9 @@ pub struct Running {
     pub db: Option<ReplicaDb>,
     pub release: crate::release::ReleaseState,
     pub staged: BTreeMap<FileId, (Arc<Vec<u8>>, Digest32)>,
+    /// Page checksums of the state the last level-0 file built produces (as the
+    /// shell's `DbTask::sums`; this run only: the simulator saves none at a stop).
+    pub sums: Option<(u64, walvault_engine::dbsum::PageSums)>,
     pub stopping: bool,
     pub first_header: Option<[u8; 32]>,
     pub last_cut_max: u64,

@@ -18,6 +18,7 @@ const TABLE: &[(Mutation, &[Inv], u64)] = &[
     (Mutation::DropFailedUpload, &[Inv::Durability], 2),
     (Mutation::PersistAhead, &[Inv::Durability], 1),
     (Mutation::StalePageRead, &[Inv::Restore], 1),
+    (Mutation::DiffAgainstOwnState, &[Inv::Restore], 2),
     (Mutation::TipSkipsTxid, &[Inv::Chain], 1),
     (
         Mutation::SkipSaltCheck,

@@ -156,8 +156,8 @@ impl DbTask {
         tokio::task::block_in_place(|| self.db.attach())
             .with_context(|| format!("{name}: taking the read lock"))?;
         info!(db = %name, remote_txid = format_args!("{:016x}", tip.max_txid), "starting replication");
+        self.sums = self.state.take_sums(tip.chain_end, tip_digest.as_deref());
         self.links.seed(tip.chain_end, tip_digest);
-        self.sums = self.state.take_sums(tip.chain_end);
         let page_size = self.db.page_size;
         self.engine.handle(
             self.clock.now(),
@@ -200,10 +200,6 @@ impl DbTask {
                     .idle
                     .should_release(quiescent, std::time::Instant::now())
             {
-                if self.idle.checkpoint_first(self.engine.wal_frames()) {
-                    self.engine.handle(self.clock.now(), Input::CheckpointSoon);
-                    continue;
-                }
                 self.release_idle();
             }
             let deadline = self.engine.poll_timeout().map(|t| self.clock.instant_at(t));
@@ -300,11 +296,18 @@ impl DbTask {
                 })?;
             }
             Command::Event(e) => {
-                if matches!(e, Event::SnapshotStarted { .. })
-                    && self.idle.on_full_snapshot_after_wake()
-                {
-                    info!(db = %self.name, "the WAL was checkpointed away while the database was released: \
-                        it keeps its connection from now on (one full snapshot instead of incremental files)");
+                if let Event::SnapshotStarted { pages, .. } = e {
+                    let bytes = u64::from(pages) * u64::from(self.db.page_size);
+                    match self.idle.on_whole_file(bytes) {
+                        Some(true) => {
+                            info!(db = %self.name, "the WAL was checkpointed away while the database was released: \
+                            it keeps its connection from now on (each such wake reads the whole database)")
+                        }
+                        Some(false) => {
+                            debug!(db = %self.name, "the WAL was checkpointed away while the database was released")
+                        }
+                        None => {}
+                    }
                 }
                 self.log_event(e)
             }
@@ -313,7 +316,8 @@ impl DbTask {
                 // can keep recording them without reading the whole database.
                 if let Some((txid, sums)) = &self.sums
                     && *txid == self.engine.durable().txid
-                    && let Err(e) = self.state.save_sums(*txid, sums)
+                    && let Some(sha) = self.links.get(*txid)
+                    && let Err(e) = self.state.save_sums(*txid, sha, sums)
                 {
                     warn!(db = %self.name, "could not save page checksums: {e:#}");
                 }
@@ -406,28 +410,9 @@ impl DbTask {
     /// before it is known).
     fn stage(&self, file: FileId, spec: &FileSpec) -> Result<(Staged, String, Option<PageSums>)> {
         let mut pages = self.db.pages()?;
-        let h = &spec.header;
-        let mut sums = match &spec.pages {
-            PageSet::Full { .. } => Some(PageSums::new_image(h.commit)),
-            PageSet::List(_) => self
-                .sums
-                .as_ref()
-                .filter(|(txid, _)| *txid + 1 == h.min_txid)
-                .map(|(_, s)| {
-                    let mut s = s.clone();
-                    s.resize(h.commit, h.page_size);
-                    s
-                }),
-        };
-        let mut observe = |pgno: u32, data: &[u8]| {
-            if let Some(s) = sums.as_mut() {
-                s.set(pgno, data);
-            }
-        };
         if builds_in_memory(spec) {
             let out = HashingWriter::new(Vec::new());
-            let (w, _) = spec::materialize_observed(spec, &mut pages, out, &mut observe)
-                .map_err(|e: MaterializeError| anyhow::anyhow!(e))?;
+            let (w, sums) = self.encode(spec, &mut pages, out)?;
             let (bytes, sha) = w.finish();
             return Ok((Staged::Memory(Arc::new(bytes)), sha, sums));
         }
@@ -438,8 +423,7 @@ impl DbTask {
         let out = HashingWriter::new(std::io::BufWriter::new(
             std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
         ));
-        let (w, _) = spec::materialize_observed(spec, &mut pages, out, &mut observe)
-            .map_err(|e: MaterializeError| anyhow::anyhow!(e))?;
+        let (w, sums) = self.encode(spec, &mut pages, out)?;
         let (w, sha) = w.finish();
         let f = w
             .into_inner()
@@ -451,11 +435,31 @@ impl DbTask {
         Ok((Staged::Disk(path), sha, sums))
     }
 
+    /// Encodes the file against the running checksum table (a whole-database file after
+    /// a WAL that restarted unseen goes out as the pages that changed, decision 23).
+    fn encode<W: std::io::Write>(
+        &self,
+        spec: &FileSpec,
+        pages: &mut dyn spec::PageReader,
+        out: W,
+    ) -> Result<(W, Option<PageSums>)> {
+        let t = spec::materialize_tracked(spec, pages, out, self.sums.as_ref())
+            .map_err(|e: MaterializeError| anyhow::anyhow!(e))?;
+        if let Some(n) = t.diffed {
+            info!(db = %self.name, txid = format_args!("{:016x}", spec.header.max_txid), pages = n,
+                of = spec.page_count(), "whole-database file built as the pages that changed");
+        }
+        Ok((t.out, t.sums))
+    }
+
     /// Does the store hold exactly our file? (After an ambiguous or refused upload.)
     fn check(&mut self, file: FileId, spec: Arc<FileSpec>, attempt: u32) {
         let staged = self.staged.get(&file).map(|(p, _)| p.clone());
         let expected = match staged.as_ref().map(Staged::read) {
             Some(Ok(bytes)) => Ok(bytes),
+            // A file built against page checksums cannot be rebuilt from its spec alone
+            // (its staged copy lives until the engine forgets the file).
+            _ if spec::diffable(&spec) => Err(anyhow::anyhow!("its staged copy is gone")),
             _ => tokio::task::block_in_place(|| -> Result<Vec<u8>> {
                 let mut pages = self.db.pages()?;
                 Ok(spec::materialize(&spec, &mut pages, Vec::new())?.0)
@@ -492,7 +496,7 @@ impl DbTask {
                 reason,
                 pages,
             } => {
-                info!(%db, txid = format_args!("{txid:016x}"), ?reason, pages, "writing a full snapshot")
+                info!(%db, txid = format_args!("{txid:016x}"), ?reason, pages, "writing the whole database (only the pages that changed when the shipped state's checksums are known)")
             }
             Event::FileCut { file, pages, txns } => debug!(%db, %file, pages, txns, "file cut"),
             Event::Durable { txid } => debug!(%db, txid = format_args!("{txid:016x}"), "durable"),
@@ -535,7 +539,7 @@ impl DbTask {
                 if continues {
                     debug!(%db, ?change, "WAL restarted after our checkpoint")
                 } else {
-                    warn!(%db, ?change, "the WAL changed behind walvault's back: writing a full snapshot")
+                    warn!(%db, ?change, "the WAL changed behind walvault's back: writing a whole-database file")
                 }
             }
             Event::CheckpointFailed { error } => warn!(%db, "checkpoint failed: {error}"),

@@ -24,7 +24,6 @@ impl Replicator {
         let Some(mode) = self.checkpoint_due() else {
             return;
         };
-        self.ckpt_requested = false;
         self.ckpt = Ckpt::Locking(mode);
         self.out.push_back(Command::LockWriters);
     }
@@ -36,7 +35,7 @@ impl Replicator {
         let frames = self.wal_frames();
         if end >= self.cfg.truncate_bytes {
             Some(CheckpointMode::Truncate)
-        } else if frames >= self.cfg.checkpoint_frames || (self.ckpt_requested && frames > 1) {
+        } else if frames >= self.cfg.checkpoint_frames {
             Some(CheckpointMode::Passive)
         } else {
             None

@@ -93,8 +93,6 @@ pub struct Replicator {
     ckpt: Ckpt,
     /// No new checkpoint attempt before this time (after an abandoned one).
     ckpt_not_before: u64,
-    /// The caller asked for a checkpoint whatever the WAL's length ([`Input::CheckpointSoon`]).
-    ckpt_requested: bool,
     /// Our own complete checkpoint left the WAL ready to restart from this header.
     restart_expected: Option<WalHeader>,
     need_snapshot: Option<(SnapshotReason, u64)>,
@@ -134,7 +132,6 @@ impl Replicator {
             reading: None,
             ckpt: Ckpt::Idle,
             ckpt_not_before: 0,
-            ckpt_requested: false,
             restart_expected: None,
             need_snapshot: None,
             resume: None,
@@ -303,9 +300,7 @@ impl Replicator {
                 // growth of the old generation goes unseen: the restart our checkpoint
                 // prepared proves nothing any more.
                 self.restart_expected = None;
-                self.ckpt_requested = false;
             }
-            Input::CheckpointSoon => self.ckpt_requested = true,
             Input::Shutdown { snapshot } => {
                 if !self.shutdown {
                     self.shutdown = true;

@@ -171,12 +171,10 @@ pub enum Input<'a> {
     /// save memory), and takes it again before answering a read that shows any change.
     /// Until then the application may checkpoint and restart the WAL unseen, so no
     /// restart is taken for the one our own checkpoint prepared: a changed WAL
-    /// generation is answered with a full file.
+    /// generation is answered with a whole-database file (which the caller builds as
+    /// the pages that changed when it knows the checksums of the shipped state,
+    /// [`crate::spec::materialize_against`]).
     ReadLockReleased,
-    /// Checkpoint (PASSIVE, writers blocked as always) at the next chance however short
-    /// the WAL is, once: the caller is about to release its read lock and wants the WAL
-    /// short first, so that the application's own checkpoint is far off.
-    CheckpointSoon,
 }
 
 /// Everything the engine asks the caller to do.

@@ -185,34 +185,3 @@ fn not_quiescent_while_a_checkpoint_is_due() {
     assert!(h.engine.is_quiescent(), "checkpointed and restarted");
     h.check();
 }
-
-#[test]
-fn checkpoint_soon_runs_one_checkpoint_whatever_the_length() {
-    let mut h = Harness::new(config(), Source::new(4, 35));
-    h.start();
-    for p in 1..=3 {
-        h.commit_ok(&[p], 4);
-    }
-    h.tick();
-    assert!(h.engine.is_quiescent());
-    assert!(h.engine.wal_frames() > 1);
-    let t = h.t();
-    h.engine.handle(t, Input::CheckpointSoon);
-    assert!(!h.engine.is_quiescent(), "the asked-for checkpoint is due");
-    h.drain();
-    h.tick();
-    h.tick();
-    let ckpts =
-        |h: &Harness| h.count(|c| matches!(c, crate::replicator::Command::Checkpoint { .. }));
-    assert_eq!(ckpts(&h), 1);
-    assert!(h.engine.is_quiescent());
-    // The restart left only our own `_walvault_seq` frame; no further checkpoint.
-    assert_eq!(h.engine.wal_frames(), 1);
-    h.commit_ok(&[2], 4);
-    h.tick();
-    h.tick();
-    assert_eq!(ckpts(&h), 1, "asked for once");
-    assert_eq!(h.snapshots(), [(1, SnapshotReason::Initial)]);
-    h.check();
-    h.assert_latest_is_source();
-}
