@@ -68,6 +68,13 @@ pub enum Cmd {
         /// How often committed transactions are shipped as one file (e.g. 1s, 500ms).
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         sync_interval: Duration,
+        /// Ship a database's pending transactions once its writer has been quiet this
+        /// long, without waiting for the next sync tick (the WAL of an active database is
+        /// looked at every half of it; files are never closer than half a sync interval,
+        /// so a bursty writer gets at most two files per interval). Takes effect only if
+        /// at most half the sync interval; 0 ships at ticks only.
+        #[arg(long, default_value = "250ms", value_parser = parse_duration, value_name = "DURATION")]
+        ship_when_quiet: Duration,
         /// Longest wait for in-flight uploads on shutdown.
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         shutdown_timeout: Duration,
@@ -89,8 +96,8 @@ pub enum Cmd {
         /// still looked at every sync interval, and the first change takes the connection
         /// back before anything is read. Right after start-up a database is released as
         /// soon as it has caught up. If the application checkpoints the WAL away while it
-        /// is released, walvault ships one full snapshot and keeps that database's
-        /// connection from then on.
+        /// is released, walvault ships one file of the pages that changed (and a
+        /// database over 64 MiB keeps its connection from then on).
         #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
         release_idle_after: Duration,
     },

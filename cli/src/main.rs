@@ -99,6 +99,7 @@ async fn run(cmd: Cmd) -> Result<ExitCode> {
             dbs,
             store,
             sync_interval,
+            ship_when_quiet,
             shutdown_timeout,
             max_in_flight,
             max_uploads,
@@ -113,6 +114,7 @@ async fn run(cmd: Cmd) -> Result<ExitCode> {
                 checkpoint_frames: checkpoint_frames.max(1),
                 truncate_bytes,
                 read_chunk_bytes: WAL_READ_CHUNK,
+                quiet_ship_ms: ship_when_quiet.as_millis() as u64,
                 ..Config::default()
             };
             let opts = WatchOptions {

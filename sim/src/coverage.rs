@@ -61,6 +61,7 @@ counters! {
     IdleWoke => "released database woke on a change", true;
     IdleWokeToSnapshot => "wake found the WAL restarted (whole-database file)", true;
     DiffedWholeFile => "whole-database file built as the pages that changed", true;
+    ShippedWhenQuiet => "batch shipped when the writer went quiet", true;
     AttachBusy => "taking the lock again was busy (retried)", true;
     AppCheckpointPassive => "app checkpoint PASSIVE", true;
     AppCheckpointFull => "app checkpoint FULL", true;

@@ -138,6 +138,10 @@ pub struct Params {
     /// once after start-up), as `watch --release-idle-after` does; `None`: never.
     #[serde(default)]
     pub release_idle_ms: Option<u64>,
+    /// The engine ships a batch once the writer has been quiet this long
+    /// (`watch --ship-when-quiet`; 0: at ticks only).
+    #[serde(default)]
+    pub quiet_ship_ms: u64,
 }
 
 fn maybe(r: &mut Stream, on_ppm: u32, rates: &[u32]) -> u32 {
@@ -236,6 +240,7 @@ impl Params {
             lossy,
             losses: if lossy { r.range(1, 3) as u32 } else { 0 },
             release_idle_ms: None,
+            quiet_ship_ms: 0,
         };
         // TRUNCATE is the brake for a WAL that PASSIVE checkpoints cannot keep short.
         let frame = u64::from(page_size) + 24;
@@ -244,6 +249,10 @@ impl Params {
         p.release_idle_ms = r
             .chance(600_000)
             .then(|| r.pick(&[0, 0, 200, 1_000, 5_000]));
+        // Drawn after it for the same reason: a quarter or an eighth of the sync
+        // interval (the CLI's 250 ms at 1 s), or off.
+        let quiet = p.sync_interval_ms / r.pick(&[4, 4, 8, u64::MAX]);
+        p.quiet_ship_ms = if quiet >= 10 { quiet } else { 0 };
         p
     }
 
@@ -260,6 +269,7 @@ impl Params {
             checkpoint_lock_ms: self.checkpoint_lock_ms,
             truncate_bytes: self.truncate_bytes,
             read_chunk_bytes: self.read_chunk_bytes,
+            quiet_ship_ms: self.quiet_ship_ms,
             seed: self.engine_seed ^ incarnation.wrapping_mul(0x9e37_79b9_7f4a_7c15),
             node_id: 0,
         }
@@ -398,6 +408,7 @@ impl Params {
             Some(ms) => format!("idle release: after {ms}ms\n"),
             None => "idle release: never\n".to_string(),
         });
+        out.push_str(&format!("ship when quiet: {}ms\n", self.quiet_ship_ms));
         out.push_str(&format!(
             "crashes: {} at boundaries, in_drain={}, clean={}, down {}..{}ms; lossy={}{}",
             c.count,

@@ -712,6 +712,7 @@ impl World {
                 }
             }
             Event::Resumed { .. } => self.cov.hit(Cov::Resumed),
+            Event::ShippedWhenQuiet { .. } => self.cov.hit(Cov::ShippedWhenQuiet),
             Event::RemoteBehind { .. } => {
                 self.cov.hit(Cov::RemoteBehind);
             }

@@ -3,7 +3,9 @@
 //! (seeds 0, 1, 2, ... with the sweep's own swarm parameters). BATTLE_TESTING.md
 //! reports the same numbers; raising a bound here means the invariant got weaker, or
 //! that the seeds now draw other scenarios (the idle-release parameter, added later,
-//! changed the plans of most seeds and moved four bounds by one or two seeds).
+//! changed the plans of most seeds and moved four bounds by one or two seeds; the
+//! ship-when-quiet parameter changed every seed's timing and moved the two I5 bounds,
+//! whose mutations are caught in only 3-6 % of seeds, from 4 to 16 and 9).
 //! Two tables: mutations of the simulated shell, and mutations of the real engine at
 //! its decision points (walvault-engine's `mutations` feature).
 
@@ -26,7 +28,7 @@ const TABLE: &[(Mutation, &[Inv], u64)] = &[
         1,
     ),
     (Mutation::CheckpointOnLock, &[Inv::Checkpoint], 3),
-    (Mutation::DuplicateResend, &[Inv::Duplicate], 4),
+    (Mutation::DuplicateResend, &[Inv::Duplicate], 16),
     (Mutation::DoublePut, &[Inv::Bounds], 2),
     (Mutation::PanicInShell, &[Inv::Panic], 1),
     (Mutation::LostCompletion, &[Inv::Liveness], 2),
@@ -44,7 +46,7 @@ const ENGINE_TABLE: &[(Mutation, &[Inv], u64)] = &[
         &[Inv::Checkpoint],
         1,
     ),
-    (Mutation::EngineAcceptAnyCompletion, &[Inv::Duplicate], 4),
+    (Mutation::EngineAcceptAnyCompletion, &[Inv::Duplicate], 9),
     (Mutation::EngineIgnoreWindow, &[Inv::Bounds], 2),
     (Mutation::EnginePanicOnUnknownCompletion, &[Inv::Panic], 2),
     (Mutation::EngineNeverRetry, &[Inv::Liveness], 2),

@@ -499,6 +499,9 @@ impl DbTask {
                 info!(%db, txid = format_args!("{txid:016x}"), ?reason, pages, "writing the whole database (only the pages that changed when the shipped state's checksums are known)")
             }
             Event::FileCut { file, pages, txns } => debug!(%db, %file, pages, txns, "file cut"),
+            Event::ShippedWhenQuiet { quiet_ms, txns } => {
+                debug!(%db, quiet_ms, txns, "the writer went quiet: shipping before the tick")
+            }
             Event::Durable { txid } => debug!(%db, txid = format_args!("{txid:016x}"), "durable"),
             Event::UploadRetry {
                 file,

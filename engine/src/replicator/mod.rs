@@ -9,6 +9,7 @@ mod cutting;
 mod follow;
 mod mutation;
 mod queue;
+mod quiet;
 mod reading;
 mod types;
 mod uploads;
@@ -88,6 +89,8 @@ pub struct Replicator {
     shipped_commit: u32,
     db_len: u64,
     next_tick: Option<u64>,
+    /// Looks between ticks and cuts when the writer goes quiet (quiet.rs).
+    quiet: quiet::QuietShip,
     /// Offset and length of the outstanding WAL read.
     reading: Option<(u64, u64)>,
     ckpt: Ckpt,
@@ -129,6 +132,7 @@ impl Replicator {
             shipped_commit: 0,
             db_len: 0,
             next_tick: None,
+            quiet: quiet::QuietShip::default(),
             reading: None,
             ckpt: Ckpt::Idle,
             ckpt_not_before: 0,
@@ -233,10 +237,15 @@ impl Replicator {
         } else {
             None
         };
-        [self.next_tick, queue_deadline, lock_deadline]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.next_tick,
+            self.quiet.next_look,
+            queue_deadline,
+            lock_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Requests at the store: the queue's plus those of files dropped while in flight.
@@ -257,9 +266,13 @@ impl Replicator {
         }
         if self.next_tick.is_some_and(|t| t <= now.mono_ms) {
             self.next_tick = Some(now.mono_ms + self.cfg.sync_interval_ms);
+            // A tick's read always ships what it finds (also a look's chain in flight).
+            self.quiet.looking = false;
             if self.phase == Phase::Streaming && !self.shutdown {
                 self.start_read();
             }
+        } else if self.quiet.next_look.is_some_and(|t| t <= now.mono_ms) {
+            self.look();
         }
         self.dispatch();
     }

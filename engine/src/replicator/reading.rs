@@ -82,6 +82,7 @@ impl Replicator {
     pub(super) fn note_growth(&mut self, before: u64) {
         if self.follow.committed_offset() > before {
             self.restart_expected = None;
+            self.note_new_commits();
         }
     }
 
@@ -134,6 +135,7 @@ impl Replicator {
     }
 
     pub(super) fn on_read_end(&mut self) {
+        let may_cut = self.end_of_chain_may_cut();
         if self.phase == Phase::Scanning {
             self.finish_scan();
         }
@@ -147,12 +149,15 @@ impl Replicator {
         if let Some((reason, min_txid)) = self.need_snapshot {
             if self.has_room() {
                 self.cut_full(reason, min_txid);
+                self.note_cut();
             }
-        } else if !self.follow.batch.is_empty() && self.has_room() {
+        } else if !self.follow.batch.is_empty() && self.has_room() && may_cut {
             self.cut_incremental();
+            self.note_cut();
         }
         self.maybe_checkpoint();
         self.maybe_run_checkpoint();
+        self.schedule_look();
     }
 
     pub(super) fn finish_scan(&mut self) {

@@ -26,6 +26,11 @@ pub struct Config {
     pub truncate_bytes: u64,
     /// Largest WAL read asked for at once.
     pub read_chunk_bytes: u64,
+    /// Ship the batch once no commit has arrived for this long, without waiting for
+    /// the tick (looking at the WAL every half of it while a writer is active; at most
+    /// once per half sync interval). 0, or more than half the sync interval: only at
+    /// ticks.
+    pub quiet_ship_ms: u64,
     /// Seeds the retry jitter.
     pub seed: u64,
     pub node_id: u64,
@@ -41,6 +46,7 @@ impl Default for Config {
             checkpoint_lock_ms: 2_000,
             truncate_bytes: 256 * 1024 * 1024,
             read_chunk_bytes: 4 * 1024 * 1024,
+            quiet_ship_ms: 0,
             seed: 0,
             node_id: 0,
         }
@@ -269,6 +275,12 @@ pub enum Event {
         shipped_frames: u64,
         log_frames: i64,
         restart_expected: bool,
+    },
+    /// The writer went quiet for `quiet_ms`: `txns` transactions are cut into a file
+    /// before the tick.
+    ShippedWhenQuiet {
+        quiet_ms: u64,
+        txns: u64,
     },
     /// The WAL generation changed; `continues` when it was our own checkpoint's restart.
     WalChanged {

@@ -6,7 +6,8 @@
 //! - `store`: the object store, its tip, and restore.
 //! - `harness`: the driver that carries out the engine's commands like the shell, with
 //!   a fake clock, scripted outcomes and the invariant checks.
-//! - `streaming`, `faults`, `checkpoints`, `restarts`, `detach`: targeted scenarios.
+//! - `streaming`, `faults`, `checkpoints`, `restarts`, `detach`, `quiet`: targeted
+//!   scenarios.
 //! - `model`: a model-based proptest over random operation sequences.
 
 mod harness;
@@ -17,5 +18,6 @@ mod checkpoints;
 mod detach;
 mod faults;
 mod model;
+mod quiet;
 mod restarts;
 mod streaming;

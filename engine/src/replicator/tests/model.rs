@@ -59,6 +59,8 @@ struct Params {
     truncate: bool,
     small_reads: bool,
     seed: u64,
+    /// Looks between ticks and cuts when quiet (0: only at ticks).
+    quiet_ship_ms: u64,
 }
 
 fn txn() -> impl Strategy<Value = (Vec<u32>, u32)> {
@@ -116,14 +118,18 @@ fn params() -> impl Strategy<Value = Params> {
         any::<bool>(),
         any::<bool>(),
         any::<u64>(),
+        prop_oneof![Just(0u64), Just(100), Just(250), Just(500)],
     )
         .prop_map(
-            |(max_in_flight, checkpoint_frames, truncate, small_reads, seed)| Params {
-                max_in_flight,
-                checkpoint_frames,
-                truncate,
-                small_reads,
-                seed,
+            |(max_in_flight, checkpoint_frames, truncate, small_reads, seed, quiet_ship_ms)| {
+                Params {
+                    max_in_flight,
+                    checkpoint_frames,
+                    truncate,
+                    small_reads,
+                    seed,
+                    quiet_ship_ms,
+                }
             },
         )
 }
@@ -144,6 +150,7 @@ fn cfg(p: &Params) -> Config {
             max_ms: 2_000,
         },
         seed: p.seed,
+        quiet_ship_ms: p.quiet_ship_ms,
         ..config()
     }
 }
@@ -351,6 +358,7 @@ fn model_smoke_sequence() {
         truncate: true,
         small_reads: true,
         seed: 4,
+        quiet_ship_ms: 250,
     };
     let ops = vec![
         Op::Commit(vec![1, 4], 5),

@@ -1,0 +1,133 @@
+//! Shipping when the writer goes quiet (`Config::quiet_ship_ms`): a steady writer gets
+//! one file per tick, a writer that stops has its last commits cut about a quiet period
+//! later, never more often than twice per sync interval, and nothing is looked at while
+//! the database is idle.
+
+use super::harness::{Harness, config};
+use super::source::Source;
+use crate::replicator::{Command, Config, Event};
+
+fn quiet_config(quiet_ship_ms: u64) -> Config {
+    Config {
+        quiet_ship_ms,
+        ..config()
+    }
+}
+
+fn files(h: &Harness) -> Vec<u64> {
+    h.trace
+        .iter()
+        .filter_map(|(t, c)| matches!(c, Command::Event(Event::FileCut { .. })).then_some(*t))
+        .collect()
+}
+
+fn reads(h: &Harness) -> usize {
+    h.count(|c| matches!(c, Command::ReadWal { .. }))
+}
+
+/// Commits one transaction every `every_ms` for `for_ms`.
+fn write(h: &mut Harness, every_ms: u64, for_ms: u64) {
+    let mut t = 0;
+    while t < for_ms {
+        h.commit_ok(&[2, 3], 4);
+        h.advance(every_ms);
+        t += every_ms;
+    }
+}
+
+#[test]
+fn a_writer_that_stops_is_shipped_a_quiet_period_later() {
+    let mut h = Harness::new(quiet_config(250), Source::new(4, 41));
+    h.start();
+    h.tick();
+    // Writes for 1.4 s after a tick: the next tick (at +1 s) ships, then the writer
+    // stops 400 ms later.
+    let t0 = h.t().mono_ms;
+    write(&mut h, 20, 1_400);
+    let stop = h.t().mono_ms;
+    let before = files(&h).len();
+    h.advance(2_000);
+    let after: Vec<u64> = files(&h)[before..].to_vec();
+    assert_eq!(after.len(), 1, "one file for the last commits: {after:?}");
+    // Half a sync interval after the tick's file at the earliest, and within a quiet
+    // period plus one look of the last commit.
+    let shipped = after[0];
+    assert!(
+        shipped >= t0 + 1_000 + 500,
+        "spaced from the tick's file: {shipped}"
+    );
+    assert!(shipped <= stop + 250 + 125, "{shipped} vs stop {stop}");
+    assert!(shipped < t0 + 2_000, "before the next tick");
+    assert!(
+        h.trace
+            .iter()
+            .any(|(_, c)| matches!(c, Command::Event(Event::ShippedWhenQuiet { .. })))
+    );
+    h.complete_all();
+    h.check();
+    h.assert_latest_is_source();
+}
+
+#[test]
+fn a_steady_writer_gets_one_file_per_tick() {
+    let mut with = Harness::new(quiet_config(250), Source::new(4, 42));
+    let mut without = Harness::new(config(), Source::new(4, 42));
+    for h in [&mut with, &mut without] {
+        h.start();
+        h.tick();
+        write(h, 50, 5_000);
+        h.complete_all();
+    }
+    let (a, b) = (files(&with), files(&without));
+    assert_eq!(a.len(), b.len(), "same files: {a:?} vs {b:?}");
+    // The looks are reads, a few per interval while the writer is active.
+    assert!(reads(&with) > reads(&without));
+    assert!(reads(&with) <= reads(&without) + 5 * 9, "{}", reads(&with));
+    with.check();
+    with.assert_latest_is_source();
+}
+
+#[test]
+fn bursts_get_at_most_two_files_per_interval() {
+    let mut h = Harness::new(quiet_config(100), Source::new(4, 43));
+    h.start();
+    h.tick();
+    let first = files(&h).len();
+    // One commit every 300 ms: quiet after each, for 6 s.
+    write(&mut h, 300, 6_000);
+    let cut = &files(&h)[first..];
+    for w in cut.windows(2) {
+        assert!(w[1] - w[0] >= 500, "files {} and {} too close", w[0], w[1]);
+    }
+    assert!(cut.len() <= 13, "{} files in 6 s", cut.len());
+    h.complete_all();
+    h.check();
+    h.assert_latest_is_source();
+}
+
+#[test]
+fn an_idle_database_is_not_looked_at_between_ticks() {
+    let mut h = Harness::new(quiet_config(250), Source::new(4, 44));
+    h.start();
+    h.commit_ok(&[2], 4);
+    h.tick();
+    h.advance(1_000); // the looks after the last growth find nothing more
+    h.complete_all();
+    let before = reads(&h);
+    h.advance(10_000);
+    assert_eq!(reads(&h) - before, 10, "one read per tick, no looks");
+}
+
+#[test]
+fn more_than_half_the_interval_means_ticks_only() {
+    let mut h = Harness::new(quiet_config(600), Source::new(4, 45));
+    let mut plain = Harness::new(config(), Source::new(4, 45));
+    for h in [&mut h, &mut plain] {
+        h.start();
+        h.tick();
+        write(h, 100, 3_000);
+        h.advance(3_000);
+    }
+    assert_eq!(reads(&h), reads(&plain));
+    assert_eq!(files(&h), files(&plain));
+}
