@@ -44,6 +44,7 @@ pub mod requests;
 pub mod restore;
 pub mod rng;
 pub mod shell;
+mod shell_checkpoint;
 pub mod shrink;
 mod startup;
 pub mod store;
