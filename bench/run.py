@@ -1888,17 +1888,15 @@ def targets(res):
         "staleness_p99": "both tools ship once per 1 s sync interval, so p99 is ~1 s for both; with n = 28-29"
         " probes per run p99 is the maximum, and differences of a few tens of ms are within run-to-run noise"
         " (the per-run figures show both sides of 1.0); more runs narrow it",
-        "drain_s": "one sample per run, uniform over the 1 s sync phase, at the resolution of one restore: more"
-        " runs narrow it",
+        "drain_s": "one sample per run at the resolution of one restore (0.3-0.4 s): more runs narrow it;"
+        " bench/ship_latency.py measures the ship itself (decision 24: 0.28 s mean vs Litestream's 0.50 s)",
         "requests_per_1k_commits_total": "fewer, larger files (only with a longer sync interval)",
     }
 
     IDLE_FIX = (
-        "one PUT when the database goes idle, then none: before releasing an idle connection (decision 21)"
-        " walvault checkpoints a WAL of more than 64 frames, and its `_walvault_seq` row after the checkpoint is"
-        " one more transaction to ship; the short window extrapolates that single PUT to a rate. Without the"
-        " checkpoint the first change after the idle spell risks the application's own checkpoint restarting"
-        " the WAL first (a full snapshot); shipping that case as a page diff instead would remove both"
+        "requests while idle: walvault makes none of its own once everything is shipped (no pre-release"
+        " checkpoint since 82f7ad4, decision 21); a request in the window means something wrote to the database"
+        " or a file was still in flight: check the run's log"
     )
 
     def row(target, name, key, limit, absolute=False, tool="walvault", fix=None):
