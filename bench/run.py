@@ -1889,7 +1889,8 @@ def targets(res):
         " probes per run p99 is the maximum, and differences of a few tens of ms are within run-to-run noise"
         " (the per-run figures show both sides of 1.0); more runs narrow it",
         "drain_s": "one sample per run at the resolution of one restore (0.3-0.4 s): more runs narrow it;"
-        " bench/ship_latency.py measures the ship itself (decision 24: 0.28 s mean vs Litestream's 0.50 s)",
+        " bench/ship_latency.py measures the ship itself: 0.50 s mean for both tools at the defaults; the opt-in"
+        " --ship-when-quiet 250ms (decision 24) gives 0.28 s but costs CPU until its WAL looks are a single stat",
         "requests_per_1k_commits_total": "fewer, larger files (only with a longer sync interval)",
     }
 

@@ -8,9 +8,14 @@ commit until the next level-0 file appears in the replica (polled every 2 ms). W
 a store or a restore in the way, it shows what the drain figure's restores blur: how
 long the last commits wait for their file.
 
-    python3 bench/ship_latency.py WORKDIR WALVAULT_BIN LITESTREAM_BIN [RUNS]
+    python3 bench/ship_latency.py WORKDIR WALVAULT_BIN LITESTREAM_BIN [RUNS [WALVAULT_ARGS...]]
+
+e.g. `... 10 --ship-when-quiet 250ms` for decision 24's early ship.
 """
 import os, random, sqlite3, subprocess, sys, time, shutil, statistics
+
+EXTRA = sys.argv[5:]
+
 
 def run(tool, binary, phase, work):
     d = os.path.join(work, f"{tool}-{phase:.3f}")
@@ -22,7 +27,7 @@ def run(tool, binary, phase, work):
     c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, ts REAL, p BLOB)")
     rep = os.path.join(d, "replica")
     if tool == "walvault":
-        cmd = [binary, "watch", db, "-b", "file://" + rep, "--sync-interval", "1s"]
+        cmd = [binary, "watch", db, "-b", "file://" + rep, "--sync-interval", "1s"] + EXTRA
     else:
         cfg = os.path.join(d, "ls.yml")
         open(cfg, "w").write(f"dbs:\n  - path: {db}\n    replicas:\n      - type: file\n        path: {rep}\n        sync-interval: 1s\n")

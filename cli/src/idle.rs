@@ -114,8 +114,10 @@ impl IdleState {
         }
     }
 
-    pub fn note_locked_read(&mut self, sig: ReadSignature) {
-        self.last_locked_read = Some(sig);
+    /// Records the last read made under the lock: its signature if it left the engine
+    /// quiescent, else `None` (no release until a quiescent read).
+    pub fn set_locked_read(&mut self, sig: Option<ReadSignature>) {
+        self.last_locked_read = sig;
     }
 
     /// Whether a read made while released shows exactly what the last locked read did.

@@ -73,8 +73,10 @@ impl ReleaseState {
         self.quiet_since = None;
     }
 
-    pub fn note_locked_read(&mut self, sig: ReadSig) {
-        self.last_locked_read = Some(sig);
+    /// `IdleState::set_locked_read`: the signature of a read that left the engine
+    /// quiescent, else `None`.
+    pub fn set_locked_read(&mut self, sig: Option<ReadSig>) {
+        self.last_locked_read = sig;
     }
 
     pub fn unchanged(&self, sig: &ReadSig) -> bool {

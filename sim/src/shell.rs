@@ -268,38 +268,44 @@ impl World {
                 );
             }
         }
-        let sig = crate::release::ReadSig::of(offset, max_len, &chunk);
         let now = self.now();
         let Proc::Running(r) = &mut self.proc else {
             return;
         };
-        if r.db.is_none() {
-            if !r.release.unchanged(&sig) {
-                // Changed while released: the lock first, then the read again.
-                if self.reattach(offset, max_len) {
-                    self.exec_read_wal(offset, max_len);
-                }
-                return;
+        if r.db.is_none()
+            && !r
+                .release
+                .unchanged(&crate::release::ReadSig::of(offset, max_len, &chunk))
+        {
+            // Changed while released: the lock first, then the read again.
+            if self.reattach(offset, max_len) {
+                self.exec_read_wal(offset, max_len);
             }
-        } else {
-            r.release.note_locked_read(sig);
+            return;
         }
+        let mut header = chunk.header;
         if self.mutation == Some(Mutation::SkipSaltCheck)
-            && let Some(h) = chunk.header
+            && let Some(h) = header
         {
             // Mutation: whatever the WAL's generation now, present the first header.
-            chunk.header = Some(*r.first_header.get_or_insert(h));
+            header = Some(*r.first_header.get_or_insert(h));
         }
         r.engine.handle(
             now,
             Input::WalRead {
-                header: chunk.header.as_ref().map(|h| &h[..]),
+                header: header.as_ref().map(|h| &h[..]),
                 file_len: chunk.file_len,
                 db_len: chunk.db_len,
                 offset,
                 data: &chunk.data,
             },
         );
+        if r.db.is_some() {
+            let quiescent = r.engine.is_quiescent();
+            r.release.set_locked_read(
+                quiescent.then(|| crate::release::ReadSig::of(offset, max_len, &chunk)),
+            );
+        }
     }
 
     /// Builds a file for its first upload against the running checksum table, as

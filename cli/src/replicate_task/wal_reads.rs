@@ -45,10 +45,6 @@ impl DbTask {
                 };
             }
         }
-        if self.db.is_attached() {
-            self.idle
-                .note_locked_read(ReadSignature::of(offset, max_len, &chunk));
-        }
         self.engine.handle(
             self.clock.now(),
             Input::WalRead {
@@ -59,6 +55,13 @@ impl DbTask {
                 data: &chunk.data,
             },
         );
+        if self.db.is_attached() {
+            // Only a read that leaves the engine quiescent can precede a release, so only
+            // such a read is hashed (an active database's reads are not).
+            let quiescent = self.engine.is_quiescent();
+            self.idle
+                .set_locked_read(quiescent.then(|| ReadSignature::of(offset, max_len, &chunk)));
+        }
         Ok(None)
     }
 

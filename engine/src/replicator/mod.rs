@@ -93,6 +93,8 @@ pub struct Replicator {
     quiet: quiet::QuietShip,
     /// Offset and length of the outstanding WAL read.
     reading: Option<(u64, u64)>,
+    /// Length of the next read while a chain of short reads keeps coming back full.
+    read_grow: Option<u64>,
     ckpt: Ckpt,
     /// No new checkpoint attempt before this time (after an abandoned one).
     ckpt_not_before: u64,
@@ -134,6 +136,7 @@ impl Replicator {
             next_tick: None,
             quiet: quiet::QuietShip::default(),
             reading: None,
+            read_grow: None,
             ckpt: Ckpt::Idle,
             ckpt_not_before: 0,
             restart_expected: None,

@@ -16,6 +16,9 @@ impl Replicator {
     /// How many bytes a read at `offset` asks for.
     pub(super) fn read_len(&self, offset: u64) -> u64 {
         let max_len = self.cfg.read_chunk_bytes.max(1);
+        if let Some(len) = self.read_grow {
+            return len.min(max_len);
+        }
         match self.follow.generation.as_ref() {
             // A reused WAL file keeps old frames after the live ones: peek at one frame
             // instead of re-reading megabytes of stale bytes on every tick. If it became
@@ -67,13 +70,22 @@ impl Replicator {
         {
             ReadOutcome::More(next) => {
                 self.note_growth(before);
+                // A full short read (a peek past the live frames of a reused WAL) is
+                // followed by reads twice as long: what is read stays within about twice
+                // what is new, instead of a whole chunk of stale frames per look.
+                let cap = self.cfg.read_chunk_bytes.max(1);
+                self.read_grow = (max_len < cap).then(|| max_len.saturating_mul(2).min(cap));
                 self.read_at(next)
             }
             ReadOutcome::End => {
+                self.read_grow = None;
                 self.note_growth(before);
                 self.on_read_end()
             }
-            ReadOutcome::Changed { change, new_header } => self.on_wal_changed(change, new_header),
+            ReadOutcome::Changed { change, new_header } => {
+                self.read_grow = None;
+                self.on_wal_changed(change, new_header)
+            }
         }
     }
 

@@ -131,3 +131,32 @@ fn more_than_half_the_interval_means_ticks_only() {
     assert_eq!(reads(&h), reads(&plain));
     assert_eq!(files(&h), files(&plain));
 }
+
+#[test]
+fn looks_at_a_reused_wal_read_about_what_is_new() {
+    // Checkpoints restart the WAL, which keeps its old frames past the live ones: a look
+    // peeks at one frame and doubles from there, instead of reading a whole chunk of
+    // stale frames every time.
+    let cfg = Config {
+        checkpoint_frames: 30,
+        read_chunk_bytes: 1 << 20,
+        ..quiet_config(250)
+    };
+    let mut h = Harness::new(cfg, Source::new(4, 46));
+    h.start();
+    h.tick();
+    write(&mut h, 50, 6_000);
+    h.complete_all();
+    let checkpoints = h.count(|c| matches!(c, Command::Checkpoint { .. }));
+    let whole_chunks =
+        h.count(|c| matches!(c, Command::ReadWal { max_len, .. } if *max_len == 1 << 20));
+    assert!(checkpoints >= 3, "{checkpoints} checkpoints");
+    assert!(reads(&h) > 40, "{} reads", reads(&h));
+    // Whole chunks only where a checkpoint reads the tail and the restarted WAL.
+    assert!(
+        whole_chunks <= 3 * checkpoints + 4,
+        "{whole_chunks} whole-chunk reads for {checkpoints} checkpoints"
+    );
+    h.check();
+    h.assert_latest_is_source();
+}
