@@ -111,6 +111,10 @@ pub enum Cmd {
         store: StoreArgs,
     },
     /// Rebuild a database from the replica (latest state unless --txid/--timestamp).
+    ///
+    /// walvault watch uploads several files at once, so a latest restore can meet a file
+    /// still in flight: a gap in the TXID chain is listed again for up to 3 s before the
+    /// restore fails (exit 1, naming the --txid that restores the state before the gap).
     Restore {
         /// Database name in the replica (the file stem it was replicated from).
         name: String,
