@@ -328,13 +328,7 @@ fn checkpoint_row(conn: &Connection, sql: &str) -> Result<CheckpointResult> {
     })?)
 }
 
-/// What one WAL read returned.
-pub struct WalChunk {
-    pub header: Option<[u8; 32]>,
-    pub file_len: u64,
-    pub db_len: u64,
-    pub data: Vec<u8>,
-}
+pub use walvault_engine::release::WalChunk;
 
 /// Reads the WAL header and up to `max_len` bytes at `offset`, allocating only what
 /// is there to read (an idle database allocates nothing). `db_path` is only stat'ed:

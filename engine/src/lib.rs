@@ -9,6 +9,7 @@ pub mod backoff;
 pub mod dbsum;
 pub mod keys;
 pub mod ltx;
+pub mod release;
 pub mod replicator;
 pub mod restore_plan;
 pub mod spec;

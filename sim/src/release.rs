@@ -1,101 +1,34 @@
-//! Releasing an idle database's connection in simulated time, mirroring cli/src/idle.rs
-//! and the release steps of cli/src/replicate_task/ (decision 21): once the engine is
+//! Releasing an idle database's connection in simulated time, with the engine's
+//! release decisions (`walvault_engine::release`, as the shell's cli/src/idle.rs) and
+//! the release steps of cli/src/replicate_task/ (decision 21): once the engine is
 //! quiescent (at once after start-up, then after `release_idle_ms`), the engine is told
 //! and the connection closes.
 //! While released, a WAL read identical to the last one made under the lock is fed to
 //! the engine; anything else takes the lock again and reads again first.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
-
+use walvault_engine::release::Release;
 use walvault_engine::replicator::Input;
 
 use crate::coverage::Cov;
-use crate::replica_db::{ReplicaDb, WalChunk};
+use crate::replica_db::ReplicaDb;
 use crate::world::{Ev, Proc, World};
-
-/// As `idle::PIN_ABOVE_BYTES` in the shell (no simulated database comes near it).
-pub const PIN_ABOVE_BYTES: u64 = 64 << 20;
 
 /// How long the shell waits before taking the lock again after SQLite said busy.
 pub const ATTACH_RETRY_MS: u64 = 1_000;
 
-/// One WAL read's answer, reduced to what tells two answers apart (`ReadSignature`).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct ReadSig {
-    offset: u64,
-    max_len: u64,
-    file_len: u64,
-    db_len: u64,
-    digest: u64,
-}
-
-impl ReadSig {
-    pub fn of(offset: u64, max_len: u64, chunk: &WalChunk) -> ReadSig {
-        // Fixed keys: the same bytes hash the same in every run.
-        let mut h = DefaultHasher::new();
-        chunk.header.hash(&mut h);
-        chunk.data.hash(&mut h);
-        ReadSig {
-            offset,
-            max_len,
-            file_len: chunk.file_len,
-            db_len: chunk.db_len,
-            digest: h.finish(),
-        }
-    }
-}
-
-/// One process's release state (`IdleState`), with simulated milliseconds.
-#[derive(Default)]
+/// One process's release state: the engine's decisions (the shell's `IdleState`
+/// holds the same) and the read waiting to take the lock again after a busy attempt.
 pub struct ReleaseState {
-    last_locked_read: Option<ReadSig>,
-    quiet_since: Option<u64>,
-    released_before: bool,
-    woke: bool,
-    pinned: bool,
-    /// A read waiting to take the lock again after a busy attempt.
+    pub decisions: Release,
     pub retry_read: Option<(u64, u64)>,
 }
 
 impl ReleaseState {
-    fn should_release(&mut self, quiescent: bool, now: u64, after: u64) -> bool {
-        if !quiescent {
-            self.quiet_since = None;
-            return false;
+    pub fn new(after_ms: Option<u64>) -> ReleaseState {
+        ReleaseState {
+            decisions: Release::new(after_ms),
+            retry_read: None,
         }
-        self.woke = false;
-        let since = *self.quiet_since.get_or_insert(now);
-        !self.pinned && (!self.released_before || now - since >= after)
-    }
-
-    fn released(&mut self) {
-        self.released_before = true;
-        self.quiet_since = None;
-    }
-
-    /// `IdleState::set_locked_read`: the signature of a read that left the engine
-    /// quiescent, else `None`.
-    pub fn set_locked_read(&mut self, sig: Option<ReadSig>) {
-        self.last_locked_read = sig;
-    }
-
-    pub fn unchanged(&self, sig: &ReadSig) -> bool {
-        self.last_locked_read.as_ref() == Some(sig)
-    }
-
-    fn last_read_was(&self, next: (u64, u64)) -> bool {
-        self.last_locked_read
-            .is_some_and(|s| (s.offset, s.max_len) == next)
-    }
-
-    /// `IdleState::on_whole_file`: `None` unless the whole-database file answers a
-    /// wake; then whether it pinned the database.
-    pub fn on_whole_file(&mut self, db_bytes: u64) -> Option<bool> {
-        if !self.woke || self.pinned {
-            return None;
-        }
-        self.pinned = db_bytes > PIN_ABOVE_BYTES;
-        Some(self.pinned)
     }
 }
 
@@ -107,9 +40,9 @@ fn is_busy(e: &str) -> bool {
 impl World {
     /// After the engine has run out of commands: release a quiescent database.
     pub(crate) fn maybe_release(&mut self) {
-        let Some(after) = self.params.release_idle_ms else {
+        if self.params.release_idle_ms.is_none() {
             return;
-        };
+        }
         let (now_ms, now) = (self.now, self.now());
         let Proc::Running(r) = &mut self.proc else {
             return;
@@ -118,8 +51,9 @@ impl World {
             return;
         }
         let quiescent = r.engine.is_quiescent();
-        if !r.release.last_read_was(r.engine.next_read())
-            || !r.release.should_release(quiescent, now_ms, after)
+        let decisions = &mut r.release.decisions;
+        if !decisions.last_read_was(r.engine.next_read())
+            || !decisions.should_release(quiescent, now_ms)
         {
             return;
         }
@@ -129,7 +63,7 @@ impl World {
             db.close();
         }
         r.engine.shrink_to_fit();
-        r.release.released();
+        r.release.decisions.released();
         self.cov.hit(Cov::IdleReleased);
         self.trace.record(self.now, "release", &[], &[], || {
             "idle: connection closed until the WAL changes".into()
@@ -157,8 +91,7 @@ impl World {
         match attached {
             Ok(db) => {
                 r.db = Some(db);
-                r.release.woke = true;
-                r.release.quiet_since = None;
+                r.release.decisions.woke();
                 self.cov.hit(Cov::IdleWoke);
                 self.trace.record(self.now, "attach", &[], &[], || {
                     "the database changed: connection taken again".into()

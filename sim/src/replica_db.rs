@@ -196,13 +196,7 @@ impl WalHandle {
     }
 }
 
-/// What one WAL read returned (`database::read_wal`).
-pub struct WalChunk {
-    pub header: Option<[u8; 32]>,
-    pub file_len: u64,
-    pub db_len: u64,
-    pub data: Vec<u8>,
-}
+pub use walvault_engine::release::WalChunk;
 
 /// `database::read_wal`, first half: the database file's length (production stats the
 /// path; here the run's database handle), the WAL's length and header.

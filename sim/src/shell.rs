@@ -275,7 +275,10 @@ impl World {
         if r.db.is_none()
             && !r
                 .release
-                .unchanged(&crate::release::ReadSig::of(offset, max_len, &chunk))
+                .decisions
+                .unchanged(&walvault_engine::release::ReadSignature::of(
+                    offset, max_len, &chunk,
+                ))
         {
             // Changed while released: the lock first, then the read again.
             if self.reattach(offset, max_len) {
@@ -302,8 +305,9 @@ impl World {
         );
         if r.db.is_some() {
             let quiescent = r.engine.is_quiescent();
-            r.release.set_locked_read(
-                quiescent.then(|| crate::release::ReadSig::of(offset, max_len, &chunk)),
+            r.release.decisions.set_locked_read(
+                quiescent
+                    .then(|| walvault_engine::release::ReadSignature::of(offset, max_len, &chunk)),
             );
         }
     }
@@ -570,7 +574,7 @@ impl World {
             }
             Event::SnapshotStarted { reason, pages, .. } => {
                 let bytes = u64::from(pages) * u64::from(self.params.page_size);
-                if r.release.on_whole_file(bytes).is_some() {
+                if r.release.decisions.on_whole_file(bytes).is_some() {
                     self.cov.hit(Cov::IdleWokeToSnapshot);
                 }
                 match reason {

@@ -143,7 +143,7 @@ impl World {
         self.proc = Proc::Running(Box::new(Running {
             engine,
             db: Some(s.db),
-            release: Default::default(),
+            release: crate::release::ReleaseState::new(self.params.release_idle_ms),
             staged: Default::default(),
             sums: None,
             stopping: false,

@@ -195,10 +195,11 @@ impl DbTask {
                 .note_progress(quiescent, std::time::Instant::now());
             if self.db.is_attached()
                 && self.retry_read.is_none()
-                && self.idle.last_read_was(self.engine.next_read())
+                && self.idle.release().last_read_was(self.engine.next_read())
                 && self
                     .idle
-                    .should_release(quiescent, std::time::Instant::now())
+                    .release()
+                    .should_release(quiescent, self.clock.now().mono_ms)
             {
                 self.release_idle();
             }
@@ -298,7 +299,7 @@ impl DbTask {
             Command::Event(e) => {
                 if let Event::SnapshotStarted { pages, .. } = e {
                     let bytes = u64::from(pages) * u64::from(self.db.page_size);
-                    match self.idle.on_whole_file(bytes) {
+                    match self.idle.release().on_whole_file(bytes) {
                         Some(true) => {
                             info!(db = %self.name, "the WAL was checkpointed away while the database was released: \
                             it keeps its connection from now on (each such wake reads the whole database)")

@@ -10,7 +10,7 @@ use walvault_engine::replicator::Input;
 
 use super::{ATTACH_RETRY, DbTask, INLINE_IO_BYTES, off_task_if};
 use crate::database::{self, WalChunk};
-use crate::idle::ReadSignature;
+use walvault_engine::release::ReadSignature;
 
 impl DbTask {
     /// Answers a WAL read. While released, a read that shows anything other than the
@@ -23,10 +23,10 @@ impl DbTask {
         };
         if !self.db.is_attached() {
             let sig = ReadSignature::of(offset, max_len, &chunk);
-            if !self.idle.unchanged(&sig) {
+            if !self.idle.release().unchanged(&sig) {
                 match tokio::task::block_in_place(|| self.db.attach()) {
                     Ok(()) => {
-                        self.idle.woke();
+                        self.idle.release().woke();
                         debug!(db = %self.name, "the database changed: connection taken again");
                     }
                     Err(e) if database::is_busy(&e) => {
@@ -60,6 +60,7 @@ impl DbTask {
             // such a read is hashed (an active database's reads are not).
             let quiescent = self.engine.is_quiescent();
             self.idle
+                .release()
                 .set_locked_read(quiescent.then(|| ReadSignature::of(offset, max_len, &chunk)));
         }
         Ok(None)
@@ -87,7 +88,7 @@ impl DbTask {
         if let Err(e) = self.db.release() {
             warn!(db = %self.name, "ending the read transaction while releasing: {e:#}");
         }
-        self.idle.released();
+        self.idle.release().released();
         // Nothing is in flight: give back what the busy spell grew.
         self.engine.shrink_to_fit();
         self.links.keep_newest();
