@@ -169,8 +169,9 @@ fn l0_object(replica: &std::path::Path, id: walvault_engine::keys::FileId) -> st
 
 /// A replicator's uploads land out of order, so a latest restore can meet a hole with
 /// files above it while an upload is in flight: it lists again and restores the newest
-/// state once the file lands. A hole that stays is a lost file: the restore fails,
-/// names the gap, creates nothing, and `--txid` of the state before it still restores.
+/// state once the file lands (and `verify`, listing the same way, finds nothing wrong).
+/// A hole that stays is a lost file: the restore fails, names the gap, creates nothing,
+/// `verify` exits 1, and `--txid` of the state before the gap still restores.
 #[test]
 fn a_latest_restore_waits_out_a_file_in_flight_and_fails_on_a_lost_one() {
     let dir = tempfile::tempdir().unwrap();
@@ -207,12 +208,25 @@ fn a_latest_restore_waits_out_a_file_in_flight_and_fails_on_a_lost_one() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let verify = std::process::Command::new(bin())
+        .args(["verify", "points", "-b", &url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(700));
     std::fs::rename(&aside, &object).unwrap();
     let o = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
     assert!(stderr.contains("listing again"), "{stderr}");
+    let v = verify.wait_with_output().unwrap();
+    let (vout, err) = (
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr),
+    );
+    assert_eq!(v.status.code(), Some(0), "{vout}{err}");
+    assert!(err.contains("listing again"), "{err}");
     checkpoint_truncate(&db);
     walvault::compare::compare_pages(&db, &out, page_size(&db)).unwrap();
 
@@ -236,6 +250,13 @@ fn a_latest_restore_waits_out_a_file_in_flight_and_fails_on_a_lost_one() {
     );
     assert!(stderr.contains(&format!("--txid {before_gap}")), "{stderr}");
     assert!(!lost.exists());
+    let v = run(&["verify", "points", "-b", &url], &[]);
+    assert_eq!(
+        v.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
     let o = run(&[&lost_args[..], &["--txid", &before_gap]].concat(), &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let ok: String = Connection::open(&lost)

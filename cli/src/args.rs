@@ -143,6 +143,9 @@ pub enum Cmd {
     },
     /// Check a database's backup without restoring it: snapshot, headers, TXID chain,
     /// hash chain, restorability. Exit 0 ok, 1 problems found, 2 cannot verify.
+    ///
+    /// A gap in the TXID chain is listed again for up to 3 s before it counts (while
+    /// walvault watch runs, a file can land before an earlier one still in flight).
     Verify {
         /// Database name in the replica (the file stem it was replicated from).
         name: String,

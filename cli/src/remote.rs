@@ -5,12 +5,14 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::Poll;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
+use tracing::info;
 use walvault_engine::keys::{self, FileId, Layout};
 use walvault_engine::ltx::{self, Header};
 use walvault_engine::replicator::RemoteTip;
-use walvault_engine::restore_plan::{self, ChainTip, RemoteFile};
+use walvault_engine::restore_plan::{self, ChainTip, PlanError, RemoteFile, Target};
 
 use crate::storage::{self, METADATA_SHA256, METADATA_TIMESTAMP, Store, StoreError};
 
@@ -47,6 +49,53 @@ pub async fn list_files(store: &Store, db: &str) -> Result<Vec<RemoteFile>> {
         .collect();
     files.sort_by_key(|f| f.id);
     Ok(files)
+}
+
+/// A replicator's uploads land out of order (several are in flight per database), so
+/// while one is in flight the chain can have a hole with files above it. Before such a
+/// hole counts as a gap, the listing is repeated after each of these pauses (3 s in all).
+pub const GAP_RELIST_AFTER: [Duration; 4] = [
+    Duration::from_millis(500),
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(1),
+];
+
+/// Lists with `list` until `gap_after` finds no gap in the listing (it returns the TXID
+/// the chain reaches before one) or [`GAP_RELIST_AFTER`] runs out; the last listing.
+pub async fn list_past_gaps<F, Fut>(
+    db: &str,
+    mut list: F,
+    gap_after: impl Fn(&[RemoteFile]) -> Option<u64>,
+) -> Result<Vec<RemoteFile>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Vec<RemoteFile>>>,
+{
+    let mut pauses = GAP_RELIST_AFTER.iter();
+    loop {
+        let files = list().await?;
+        let (Some(after), Some(pause)) = (gap_after(&files), pauses.next()) else {
+            return Ok(files);
+        };
+        let newest = files.iter().map(|f| f.id.max_txid).max().unwrap_or(0);
+        info!(
+            database = %db,
+            "no file starts at {:016x} yet, though files up to {newest:016x} exist; \
+             listing again in {} ms (an upload may be in flight)",
+            after + 1,
+            pause.as_millis()
+        );
+        tokio::time::sleep(*pause).await;
+    }
+}
+
+/// Where a latest restore of `files` meets a gap, if it does.
+pub fn latest_gap(files: &[RemoteFile]) -> Option<u64> {
+    match restore_plan::plan(files, Target::Latest) {
+        Err(PlanError::Gap { after }) => Some(after),
+        _ => None,
+    }
 }
 
 /// [`list_files`] with each file's time as Litestream restores by it: the

@@ -8,7 +8,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, IsTerminal};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tracing::info;
@@ -51,7 +50,7 @@ pub async fn restore(store: &Store, opts: &RestoreOptions) -> Result<Outcome> {
             );
         }
     }
-    let plan = plan_waiting_out_gaps(store, opts).await?;
+    let plan = plan_past_gaps(store, opts).await?;
     if opts.dry_run {
         return Ok(Outcome::DryRun(plan));
     }
@@ -89,62 +88,46 @@ pub async fn restore(store: &Store, opts: &RestoreOptions) -> Result<Outcome> {
     })
 }
 
-/// A replicator's uploads land out of order, so while one is in flight the chain can
-/// have a hole with files above it. Before calling such a hole a gap, list again after
-/// each of these pauses (3 s in all).
-const GAP_RELIST_AFTER: [Duration; 4] = [
-    Duration::from_millis(500),
-    Duration::from_millis(500),
-    Duration::from_secs(1),
-    Duration::from_secs(1),
-];
-
-/// Lists the database's files and plans the restore; a gap in the chain under a latest
-/// restore is listed again (it may be an upload in flight) and, if it stays, fails with
-/// what the user can do about it.
-async fn plan_waiting_out_gaps(store: &Store, opts: &RestoreOptions) -> Result<Plan> {
-    let mut pauses = GAP_RELIST_AFTER.iter();
-    loop {
-        let files = match opts.target {
-            // Litestream restores by the time stored with each file, not its upload time.
-            Target::Timestamp(_) => remote::list_files_with_data_times(store, &opts.name).await?,
-            _ => remote::list_files(store, &opts.name).await?,
-        };
-        if files.is_empty() {
-            bail!(
-                "no backup of '{}' in this replica: check the name (`walvault list -b URL` shows what is there)",
-                opts.name
-            );
-        }
-        let err = match restore_plan::plan(&files, opts.target) {
-            Ok(plan) => return Ok(plan),
-            Err(e) => e,
-        };
-        // Only a latest restore meets a gap: a --txid inside a hole can also be Litestream's
-        // L0 retention (only file boundaries restorable), which no wait fixes.
-        let PlanError::Gap { after } = err else {
-            return Err(err).with_context(|| format!("cannot restore '{}'", opts.name));
-        };
-        let newest = files.iter().map(|f| f.id.max_txid).max().unwrap_or(0);
-        match pauses.next() {
-            Some(pause) => {
-                info!(
-                    database = %opts.name,
-                    "no file starts at {:016x} yet, though files up to {newest:016x} exist; \
-                     listing again in {} ms (an upload may be in flight)",
-                    after + 1,
-                    pause.as_millis()
-                );
-                tokio::time::sleep(*pause).await;
+/// Lists the database's files and plans the restore. A gap under a latest restore is
+/// listed again (it may be an upload in flight) and, if it stays, fails with what the
+/// user can do about it.
+async fn plan_past_gaps(store: &Store, opts: &RestoreOptions) -> Result<Plan> {
+    let files = remote::list_past_gaps(
+        &opts.name,
+        || async {
+            match opts.target {
+                // Litestream restores by the time stored with each file, not its upload time.
+                Target::Timestamp(_) => remote::list_files_with_data_times(store, &opts.name).await,
+                _ => remote::list_files(store, &opts.name).await,
             }
-            None => bail!(
+        },
+        |files| match opts.target {
+            Target::Latest => remote::latest_gap(files),
+            _ => None,
+        },
+    )
+    .await?;
+    if files.is_empty() {
+        bail!(
+            "no backup of '{}' in this replica: check the name (`walvault list -b URL` shows what is there)",
+            opts.name
+        );
+    }
+    match restore_plan::plan(&files, opts.target) {
+        Ok(plan) => Ok(plan),
+        // Only a latest restore meets a gap: a --txid inside a hole can also be
+        // Litestream's L0 retention (only file boundaries restorable), which no wait fixes.
+        Err(err @ PlanError::Gap { after }) => {
+            let newest = files.iter().map(|f| f.id.max_txid).max().unwrap_or(0);
+            bail!(
                 "cannot restore '{name}': {err}; files up to {newest:016x} exist above it. If \
                  walvault watch is running, an upload may still be in flight: try again. \
                  Otherwise that file is lost (`walvault verify` names it), and `--txid \
                  {after:016x}` restores the newest state before the gap",
                 name = opts.name
-            ),
+            )
         }
+        Err(err) => Err(err).with_context(|| format!("cannot restore '{}'", opts.name)),
     }
 }
 

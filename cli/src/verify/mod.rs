@@ -210,7 +210,13 @@ struct Entry {
 /// Runs every check. `Err` means the backup could not be verified (exit 2).
 pub async fn verify(store: &Store, opts: &VerifyOptions) -> Result<Report> {
     let name = opts.name.as_str();
-    let files = retry(|| remote::list_files(store, name)).await?;
+    // A gap may be an upload in flight while walvault watch runs: listed again first.
+    let files = remote::list_past_gaps(
+        name,
+        || retry(|| remote::list_files(store, name)),
+        remote::latest_gap,
+    )
+    .await?;
     if files.is_empty() {
         bail!(
             "no backup of '{name}' in this replica: check the name (`walvault list -b URL` shows what is there)"
