@@ -17,8 +17,6 @@ use walvault_engine::release::Release;
 /// Databases finding their resume point at once when idle ones are released.
 pub const CONCURRENT_STARTS: usize = 16;
 
-pub use walvault_engine::release::PIN_ABOVE_BYTES;
-
 /// Longest a start-up holds its place in the start-up gate.
 const START_SLOT: Duration = Duration::from_secs(5);
 
