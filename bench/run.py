@@ -318,7 +318,7 @@ class Walvault:
         return {
             "sync-interval": self.sync_interval,
             "checkpoint-frames": "1000 (default)",
-            "max-in-flight": "4 per DB (default)",
+            "max-in-flight": "1 per DB (default)",
             "max-uploads": "32 (default)",
             "compaction": "none (walvault writes level 0 only)",
             "restore": "walvault restore (always runs PRAGMA integrity_check)",

@@ -314,16 +314,12 @@ pub fn restore_and_compare(
     pages
 }
 
-/// The LTX files of `name` in the replica, with their headers.
-pub fn remote_files(
+/// Runs `f` with the store at `url` open, on a runtime of this thread.
+pub fn with_store<T>(
     url: &str,
-    name: &str,
     endpoint: Option<String>,
-) -> Vec<(
-    walvault_engine::keys::FileId,
-    walvault_engine::ltx::Header,
-    u64,
-)> {
+    f: impl AsyncFnOnce(walvault::storage::Store) -> T,
+) -> T {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -334,7 +330,21 @@ pub fn remote_files(
             endpoint,
             ..Default::default()
         };
-        let store = walvault::storage::Store::open(&url, &opts).await.unwrap();
+        f(walvault::storage::Store::open(&url, &opts).await.unwrap()).await
+    })
+}
+
+/// The LTX files of `name` in the replica, with their headers.
+pub fn remote_files(
+    url: &str,
+    name: &str,
+    endpoint: Option<String>,
+) -> Vec<(
+    walvault_engine::keys::FileId,
+    walvault_engine::ltx::Header,
+    u64,
+)> {
+    with_store(url, endpoint, async |store| {
         let files = walvault::remote::list_files(&store, name).await.unwrap();
         let mut out = Vec::new();
         for f in files {

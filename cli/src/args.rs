@@ -80,8 +80,12 @@ pub enum Cmd {
         /// Longest wait for in-flight uploads on shutdown.
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         shutdown_timeout: Duration,
-        /// Uploads in flight per database.
-        #[arg(long, default_value_t = 4)]
+        /// Uploads in flight per database. At 1 (the default) each database's files land
+        /// in TXID order, so a reader that does not wait out gaps (`litestream restore`)
+        /// never sees a later file before an earlier one; more overlaps the uploads of a
+        /// busy database on a high-latency store, and a restore taken at the wrong moment
+        /// can then find a gap (`walvault restore` lists again for up to 3 s).
+        #[arg(long, default_value_t = 1, value_name = "N")]
         max_in_flight: usize,
         /// Uploads in flight across all databases.
         #[arg(long, default_value_t = 32)]
@@ -112,7 +116,7 @@ pub enum Cmd {
     },
     /// Rebuild a database from the replica (latest state unless --txid/--timestamp).
     ///
-    /// walvault watch uploads several files at once, so a latest restore can meet a file
+    /// With `watch --max-in-flight` above 1, a later file can land before an earlier one
     /// still in flight: a gap in the TXID chain is listed again for up to 3 s before the
     /// restore fails (exit 1, naming the --txid that restores the state before the gap).
     Restore {
@@ -145,7 +149,8 @@ pub enum Cmd {
     /// hash chain, restorability. Exit 0 ok, 1 problems found, 2 cannot verify.
     ///
     /// A gap in the TXID chain is listed again for up to 3 s before it counts (while
-    /// walvault watch runs, a file can land before an earlier one still in flight).
+    /// walvault watch runs with --max-in-flight above 1, a file can land before an
+    /// earlier one still in flight).
     Verify {
         /// Database name in the replica (the file stem it was replicated from).
         name: String,

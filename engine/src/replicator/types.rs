@@ -13,6 +13,7 @@ pub struct Config {
     /// How often committed transactions are cut into a level-0 file.
     pub sync_interval_ms: u64,
     /// Uploads in flight at once (the window); files become durable strictly in order.
+    /// Above 1 they may also *land* out of order (decision 25).
     pub max_in_flight: usize,
     pub backoff: BackoffConfig,
     /// Request a PASSIVE checkpoint once this many committed frames sit in the WAL and
@@ -40,7 +41,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             sync_interval_ms: 1_000,
-            max_in_flight: 4,
+            max_in_flight: 1,
             backoff: BackoffConfig::default(),
             checkpoint_frames: 1_000,
             checkpoint_lock_ms: 2_000,
