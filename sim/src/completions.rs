@@ -147,6 +147,7 @@ impl World {
                 e.unshipped_txns(),
                 e.poll_timeout(),
                 e.is_stopped(),
+                e.window(),
             )
         };
         let before = snap(&r.engine);

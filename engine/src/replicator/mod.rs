@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 #[cfg(feature = "mutations")]
 pub use mutation::Mutation;
+pub use queue::{State as UploadState, WindowEntry};
 pub use types::*;
 
 use crate::backoff::Backoff;
@@ -167,6 +168,13 @@ impl Replicator {
     /// Files cut but not yet durable.
     pub fn pending_files(&self) -> usize {
         self.queue.len()
+    }
+
+    /// The upload window file by file (state and attempt numbers), and the files
+    /// dropped while in flight whose answer is still awaited. For checks that an input
+    /// changed nothing; decisions never need it.
+    pub fn window(&self) -> (Vec<WindowEntry>, Vec<FileId>) {
+        (self.queue.view(), self.orphans.iter().copied().collect())
     }
 
     /// Committed transactions read but not yet cut into a file.

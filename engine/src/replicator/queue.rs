@@ -34,6 +34,15 @@ pub struct Entry {
     pub state: State,
 }
 
+/// One file of the upload window, as [`super::Replicator::window`] shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowEntry {
+    pub file: FileId,
+    pub state: State,
+    pub attempt: u32,
+    pub check_attempt: u32,
+}
+
 #[derive(Debug, Default)]
 pub struct Queue {
     entries: VecDeque<Entry>,
@@ -62,6 +71,18 @@ impl Queue {
             .iter()
             .filter(|e| matches!(e.state, State::InFlight | State::Checking))
             .count()
+    }
+
+    pub fn view(&self) -> Vec<WindowEntry> {
+        self.entries
+            .iter()
+            .map(|e| WindowEntry {
+                file: e.file,
+                state: e.state,
+                attempt: e.attempt,
+                check_attempt: e.check_attempt,
+            })
+            .collect()
     }
 
     pub fn get_mut(&mut self, file: FileId) -> Option<&mut Entry> {
