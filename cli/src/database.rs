@@ -330,6 +330,21 @@ fn checkpoint_row(conn: &Connection, sql: &str) -> Result<CheckpointResult> {
 
 pub use walvault_engine::release::WalChunk;
 
+/// The WAL's length and modification time in ns (0, 0 when there is none): a look
+/// between ticks (`Command::StatWal`). A failing stat answers "no WAL", which only makes
+/// the engine read at its next look or tick.
+pub fn stat_wal(wal_path: &Path) -> (u64, u64) {
+    let Ok(m) = std::fs::metadata(wal_path) else {
+        return (0, 0);
+    };
+    let stamp = m
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as u64);
+    (m.len(), stamp)
+}
+
 /// Reads the WAL header and up to `max_len` bytes at `offset`, allocating only what
 /// is there to read (an idle database allocates nothing). `db_path` is only stat'ed:
 /// opening and closing it would drop SQLite's locks (see [`Database`]).

@@ -54,6 +54,8 @@ struct Shm {
 #[derive(Default)]
 struct Inner {
     data: Vec<u8>,
+    /// Writes and truncations so far: the file's modification stamp.
+    writes: u64,
     /// Lock level per open handle (by handle id).
     locks: Vec<(u64, i32)>,
     shm: Shm,
@@ -189,10 +191,20 @@ impl MemFile {
             g.data.resize(at + data.len(), 0);
         }
         g.data[at..at + data.len()].copy_from_slice(data);
+        g.writes += 1;
     }
 
     pub fn truncate(&self, len: u64) {
-        self.inner().data.resize(len as usize, 0);
+        let mut g = self.inner();
+        g.data.resize(len as usize, 0);
+        g.writes += 1;
+    }
+
+    /// Changes with every write: what a modification time is to a stat (exact here,
+    /// where production's can miss a write within the clock's granularity, which only
+    /// delays a cut when the writer goes quiet).
+    pub fn stamp(&self) -> u64 {
+        self.inner().writes
     }
 
     /// The lock level handle `id` holds.

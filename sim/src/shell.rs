@@ -55,6 +55,7 @@ fn command_fields(c: &Command) -> ([u64; 5], usize) {
         Command::Event(_) => (9, &[]),
         Command::Stopped => (10, &[]),
         Command::Halt { .. } => (11, &[]),
+        Command::StatWal => (12, &[]),
     };
     let mut out = [0u64; 5];
     out[0] = code;
@@ -86,6 +87,7 @@ fn command_text(c: &Command) -> String {
         Command::Event(e) => format!("Event {e:?}"),
         Command::Stopped => "Stopped".into(),
         Command::Halt { reason } => format!("Halt: {reason}"),
+        Command::StatWal => "StatWal".into(),
     }
 }
 
@@ -139,6 +141,13 @@ impl World {
     fn execute(&mut self, cmd: Command) {
         match cmd {
             Command::ReadWal { offset, max_len } => self.exec_read_wal(offset, max_len),
+            Command::StatWal => {
+                let (len, stamp) = self.wal.get().map_or((0, 0), |f| (f.len(), f.stamp()));
+                let now = self.now();
+                if let Proc::Running(r) = &mut self.proc {
+                    r.engine.handle(now, Input::WalStat { len, stamp });
+                }
+            }
             Command::Upload {
                 file,
                 spec,

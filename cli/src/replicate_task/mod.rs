@@ -253,6 +253,11 @@ impl DbTask {
                     return Ok(Some(done));
                 }
             }
+            Command::StatWal => {
+                let (len, stamp) = crate::database::stat_wal(&self.db.wal_path);
+                self.engine
+                    .handle(self.clock.now(), Input::WalStat { len, stamp });
+            }
             Command::Upload {
                 file,
                 spec,

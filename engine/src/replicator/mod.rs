@@ -279,6 +279,7 @@ impl Replicator {
             self.next_tick = Some(now.mono_ms + self.cfg.sync_interval_ms);
             // A tick's read always ships what it finds (also a look's chain in flight).
             self.quiet.looking = false;
+            self.quiet.quiet_len = None;
             if self.phase == Phase::Streaming && !self.shutdown {
                 self.start_read();
             }
@@ -317,6 +318,7 @@ impl Replicator {
                 attempt,
                 result,
             } => self.on_check_done(file, attempt, result),
+            Input::WalStat { len, stamp } => self.on_wal_stat(len, stamp),
             Input::WritersLocked { ok } => self.on_writers_locked(ok),
             Input::CheckpointDone { mode, result } => self.on_checkpoint_done(mode, result),
             Input::ReadLockReleased => {

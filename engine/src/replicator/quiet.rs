@@ -1,11 +1,12 @@
 //! Shipping when the writer goes quiet (decision 24). Between ticks, while the WAL keeps
-//! growing or holds commits not yet cut, the engine looks again every half quiet period
-//! (a WAL read like any other). Once no commit has arrived for `quiet_ship_ms`, the end
-//! of such a look cuts the batch without waiting for the tick, at most once per half
-//! sync interval, and the next tick comes a full interval later. A steady writer never
-//! goes quiet, so it still gets one file per tick; the last commits of a writer that
-//! stops are shipped about a quiet period after it stopped instead of up to a whole
-//! interval later.
+//! growing or holds commits not yet cut, the engine looks again every half quiet period.
+//! A look is a stat of the WAL (length and modification stamp), not a read. Once the
+//! stats have shown no change for `quiet_ship_ms`, a read fetches what the WAL holds and
+//! its end cuts the batch without waiting for the tick, if the WAL is still the length
+//! the last stat saw; at most once per half sync interval, and the next tick then comes a
+//! full interval later. A steady writer never goes quiet, so it still gets one file per
+//! tick and costs a stat per look; the last commits of a writer that stops are shipped
+//! about a quiet period after it stopped instead of up to a whole interval later.
 
 use super::*;
 
@@ -13,11 +14,24 @@ use super::*;
 pub(super) struct QuietShip {
     /// When the next look is due.
     pub next_look: Option<u64>,
+    /// A [`Command::StatWal`] awaits its answer.
+    pub stat_pending: bool,
+    /// The WAL's (length, stamp) at the last stat.
+    pub last_stat: Option<(u64, u64)>,
+    /// The WAL's length at the end of the last read.
+    pub read_len: u64,
+    /// A stat saw the WAL change since the last read (a reused WAL is overwritten in
+    /// place: its length stays, only its stamp moves).
+    pub changed_since_read: bool,
     /// The read chain in flight was started by a look: its end cuts only when quiet.
     pub looking: bool,
+    /// The WAL's length when the stats found it quiet (the look's read then cuts only
+    /// if it ends at that length: nothing was appended meanwhile).
+    pub quiet_len: Option<u64>,
     /// The read chain in flight found new commits.
     pub chain_grew: bool,
-    /// When a read last found new commits, and when a file was last cut.
+    /// When the WAL was last seen to change (by a read or a stat), and when a file was
+    /// last cut.
     pub last_growth_ms: u64,
     pub last_cut_ms: u64,
 }
@@ -29,36 +43,83 @@ impl Replicator {
         q > 0 && q.saturating_mul(2) <= self.cfg.sync_interval_ms
     }
 
-    /// The timer found a look due: read what the WAL holds now.
-    pub(super) fn look(&mut self) {
-        self.quiet.next_look = None;
-        if self.phase != Phase::Streaming || self.shutdown || self.reading.is_some() {
-            return;
-        }
-        self.quiet.looking = true;
-        self.start_read();
-        if self.reading.is_none() {
-            self.quiet.looking = false;
-        }
+    fn may_look(&self) -> bool {
+        self.phase == Phase::Streaming && !self.shutdown && self.reading.is_none()
     }
 
-    /// A read found new commits.
+    /// The timer found a look due: ask for a stat of the WAL.
+    pub(super) fn look(&mut self) {
+        self.quiet.next_look = None;
+        if !self.may_look() || self.quiet.stat_pending {
+            return;
+        }
+        self.quiet.stat_pending = true;
+        self.out.push_back(Command::StatWal);
+    }
+
+    /// A stat answered a look. A change means the writer is still going: look again
+    /// later. No change for a quiet period: read, and let the read's end decide.
+    pub(super) fn on_wal_stat(&mut self, len: u64, stamp: u64) {
+        if !std::mem::take(&mut self.quiet.stat_pending) {
+            return;
+        }
+        let changed = self.quiet.last_stat != Some((len, stamp));
+        self.quiet.last_stat = Some((len, stamp));
+        // A read that started meanwhile (a tick) schedules the next look at its end.
+        if !self.quiet_ship_on() || !self.may_look() {
+            return;
+        }
+        let now = self.now.mono_ms;
+        if changed {
+            self.quiet.last_growth_ms = now;
+            self.quiet.changed_since_read = true;
+        } else if now.saturating_sub(self.quiet.last_growth_ms) >= self.cfg.quiet_ship_ms {
+            if len == self.quiet.read_len && !self.quiet.changed_since_read {
+                if self.follow.batch.is_empty() {
+                    // Nothing was written since the last read and nothing waits to be
+                    // cut: stop looking until a read finds commits again.
+                    return;
+                }
+                let spaced_at = self.quiet.last_cut_ms + self.cfg.sync_interval_ms / 2;
+                if now < spaced_at {
+                    // Nothing new to read, and too soon after the last file to cut.
+                    self.quiet.next_look = Some(spaced_at);
+                    return;
+                }
+            }
+            self.quiet.looking = true;
+            self.quiet.quiet_len = Some(len);
+            self.start_read();
+            if self.reading.is_some() {
+                return;
+            }
+            self.quiet.looking = false;
+            self.quiet.quiet_len = None;
+        }
+        self.quiet.next_look = Some(now + (self.cfg.quiet_ship_ms / 2).max(1));
+    }
+
+    /// A read found new commits. A look's read finds those the stats already saw
+    /// written before the quiet period: they do not restart it.
     pub(super) fn note_new_commits(&mut self) {
-        self.quiet.last_growth_ms = self.now.mono_ms;
+        if self.quiet.quiet_len.is_none() {
+            self.quiet.last_growth_ms = self.now.mono_ms;
+        }
         self.quiet.chain_grew = true;
     }
 
     /// Called once at the end of a read chain, before anything else: whether that end
-    /// may cut the batch. Always, except at the end of a look that is not yet quiet or
-    /// comes too soon after the last file (a checkpoint shipping its tail and a
-    /// shutdown always cut).
+    /// may cut the batch. Always, except at the end of a look's read that found the WAL
+    /// grown since the stats called it quiet, or that comes too soon after the last file
+    /// (a checkpoint shipping its tail and a shutdown always cut).
     pub(super) fn end_of_chain_may_cut(&mut self) -> bool {
         let looked = std::mem::take(&mut self.quiet.looking);
+        let quiet_len = self.quiet.quiet_len.take();
         if !looked || self.shutdown || matches!(self.ckpt, Ckpt::Locked { .. }) {
             return true;
         }
         let now = self.now.mono_ms;
-        let quiet = now.saturating_sub(self.quiet.last_growth_ms) >= self.cfg.quiet_ship_ms;
+        let quiet = quiet_len == Some(self.quiet.read_len);
         let spaced = now.saturating_sub(self.quiet.last_cut_ms) >= self.cfg.sync_interval_ms / 2;
         if quiet && spaced && !self.follow.batch.is_empty() {
             self.emit(Event::ShippedWhenQuiet {

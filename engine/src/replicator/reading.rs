@@ -50,6 +50,8 @@ impl Replicator {
         }
         self.reading = None;
         self.db_len = db_len;
+        self.quiet.read_len = file_len;
+        self.quiet.changed_since_read = false;
         // On a first read, adopt whatever generation is there and scan it from the start.
         let chunk_full = data.len() as u64 >= max_len;
         let (mut offset, mut data) = (offset, data);

@@ -164,6 +164,9 @@ pub enum Input<'a> {
         attempt: u32,
         result: CheckResult,
     },
+    /// Answer to [`Command::StatWal`]: the WAL file's length (0 if there is none) and a
+    /// stamp that changes when the file is written (its modification time in ns).
+    WalStat { len: u64, stamp: u64 },
     /// Answer to [`Command::LockWriters`]: `false` when writers could not be blocked.
     WritersLocked { ok: bool },
     CheckpointDone {
@@ -191,6 +194,10 @@ pub enum Command {
         offset: u64,
         max_len: u64,
     },
+    /// Answer with [`Input::WalStat`]: a look between ticks that reads nothing (no read
+    /// lock needed either). A stale or coarse answer only changes when a batch is cut,
+    /// never what it holds: only reads feed files.
+    StatWal,
     /// Build (first attempt) and upload this file with `If-None-Match: *`. Retries carry
     /// the same spec; a caller may reuse what it built the first time.
     Upload {

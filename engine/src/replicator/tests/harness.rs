@@ -296,6 +296,15 @@ impl Harness {
                     },
                 );
             }
+            Command::StatWal => {
+                // The stamp stands in for the modification time: any write changes it.
+                let wal = self.src.wal_bytes();
+                let stamp = wal.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+                });
+                let len = wal.len() as u64;
+                self.engine.handle(self.t(), Input::WalStat { len, stamp });
+            }
             Command::Upload {
                 file,
                 spec,
