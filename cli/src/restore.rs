@@ -131,8 +131,32 @@ async fn plan_past_gaps(store: &Store, opts: &RestoreOptions) -> Result<Plan> {
     }
 }
 
-/// Downloads run this many at a time (to scratch files beside the output).
-const PARALLEL_DOWNLOADS: usize = 4;
+/// Downloads run up to this many at a time (to scratch files beside the output): a
+/// replica of many small level-0 files restores in rounds of one round trip each.
+const PARALLEL_DOWNLOADS: usize = 16;
+
+/// ... and a round holds at most this many bytes of files (at least one file), so the
+/// scratch files of a round of large files stay small on disk.
+const ROUND_BYTES: u64 = 64 << 20;
+
+/// Splits `order` (indexes into `sizes`) into rounds of downloads.
+fn download_rounds(order: &[usize], sizes: &[u64]) -> Vec<Vec<usize>> {
+    let mut rounds: Vec<Vec<usize>> = Vec::new();
+    let mut bytes = 0;
+    for &i in order {
+        match rounds.last_mut() {
+            Some(r) if r.len() < PARALLEL_DOWNLOADS && bytes + sizes[i] <= ROUND_BYTES => {
+                r.push(i);
+                bytes += sizes[i];
+            }
+            _ => {
+                rounds.push(vec![i]);
+                bytes = sizes[i];
+            }
+        }
+    }
+    rounds
+}
 
 /// Applies the plan newest file first, writing each page once: the newest version of a
 /// page is the first one seen, later (older) copies are skipped. Memory: one page, a
@@ -161,7 +185,9 @@ async fn build(
     let total_bytes: u64 = plan.files.iter().map(|f| f.size).sum();
     let mut progress = Progress::new(&opts.name, keys.len(), total_bytes);
     let newest_first: Vec<usize> = (0..keys.len()).rev().collect();
-    for round in newest_first.chunks(PARALLEL_DOWNLOADS) {
+    let sizes: Vec<u64> = plan.files.iter().map(|f| f.size).collect();
+    for round in download_rounds(&newest_first, &sizes) {
+        let round = &round[..];
         let paths: Vec<PathBuf> = round
             .iter()
             .map(|i| scratch.with_extension(format!("{i}")))
@@ -536,6 +562,20 @@ mod tests {
 
     fn page(b: u8) -> Vec<u8> {
         vec![b; 512]
+    }
+
+    #[test]
+    fn download_rounds_bound_count_and_bytes_and_keep_the_order() {
+        let mb = 1 << 20;
+        // 40 small files: rounds of 16, 16, 8.
+        let order: Vec<usize> = (0..40).rev().collect();
+        let rounds = download_rounds(&order, &[mb; 40]);
+        assert_eq!(rounds.iter().map(Vec::len).collect::<Vec<_>>(), [16, 16, 8]);
+        assert_eq!(rounds.concat(), order);
+        // Large files: at most 64 MiB a round, and a file larger than that alone.
+        let sizes = [40 * mb, 30 * mb, 20 * mb, 100 * mb, 1];
+        let rounds = download_rounds(&[0, 1, 2, 3, 4], &sizes);
+        assert_eq!(rounds, [vec![0], vec![1, 2], vec![3], vec![4]]);
     }
 
     fn offer(st: &mut PlanState, pages: &[(u32, u8)]) {
