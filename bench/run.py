@@ -1888,9 +1888,14 @@ def targets(res):
         "staleness_p99": "both tools ship once per 1 s sync interval, so p99 is ~1 s for both; with n = 28-29"
         " probes per run p99 is the maximum, and differences of a few tens of ms are within run-to-run noise"
         " (the per-run figures show both sides of 1.0); more runs narrow it",
-        "drain_s": "one sample per run at the resolution of one restore (0.3-0.4 s): more runs narrow it;"
-        " bench/ship_latency.py measures the ship itself: 0.50 s mean for both tools at the defaults; the opt-in"
-        " --ship-when-quiet 250ms (decision 24) gives 0.28 s but costs CPU until its WAL looks are a single stat",
+        "drain_s": "one sample per run at the resolution of one restore (~0.6 s on moto, which serves one"
+        " request at a time: walvault's restore fetches every uncompacted level-0 file, Litestream's fewer after"
+        " its L1 compaction), so 5 runs decide little (the three 5-run sets of 2026-12-02/03 pooled: walvault"
+        " 0.88 s, Litestream 0.74 s); bench/ship_latency.py measures the ship itself: 0.50 s mean for both tools"
+        " at the defaults; the opt-in --ship-when-quiet 250ms (decision 24) gives 0.27 s, and its looks are now"
+        " stats, but the wake-ups still cost ~0.7 ms CPU per second per active database, which would break the"
+        " CPU target; wake-ups shared across databases (or compacting level 0 while watching, for the restore"
+        " resolution) are the next steps",
         "requests_per_1k_commits_total": "fewer, larger files (only with a longer sync interval)",
     }
 
