@@ -1610,7 +1610,13 @@ def report():
         L.append(f"| sync interval | `--sync-interval {kw['sync-interval']}` | `sync-interval: {kl['sync-interval']}`, `monitor-interval` {kl['monitor-interval']} |")
         L.append(f"| checkpoints | PASSIVE once {kw['checkpoint-frames']} frames are replicated, writers blocked | every {kl['checkpoint-interval']} or at {kl['min-checkpoint-page-count']} pages |")
         L.append(f"| compaction | {kw['compaction']} | {kl['levels (compaction)']}; snapshots {kl['snapshot interval / retention']}; l0-retention {kl['l0-retention']} |")
-        L.append(f"| uploads | {kw['max-in-flight']}, {kw['max-uploads']} in total | one sync at a time per DB |")
+        # The default changed between runs (decision 25): name each scenario's value.
+        windows = {}
+        for name, r in res.items():
+            if r.get("kind") != "stub":
+                windows.setdefault(r["knobs"]["walvault"]["max-in-flight"], []).append(name)
+        window = "; ".join(f"{w} ({', '.join(ns)})" for w, ns in windows.items()) if len(windows) > 1 else kw["max-in-flight"]
+        L.append(f"| uploads | {window}, {kw['max-uploads']} in total | one sync at a time per DB |")
         L.append(f"| restore (probes, drain, verification) | {kw['restore']} | `{kl['restore']}` |")
         L.append("")
         L.append("Asymmetries: Litestream compacts (L1 every 30 s, L2 every 5 min, ...) and deletes L0 files after 5 min,")

@@ -53,8 +53,8 @@ pub async fn list_files(store: &Store, db: &str) -> Result<Vec<RemoteFile>> {
 
 /// A replicator with several uploads in flight per database (`--max-in-flight` above 1,
 /// or another tool) can land them out of order, so while one is in flight the chain can
-/// have a hole with files above it. Before such a
-/// hole counts as a gap, the listing is repeated after each of these pauses (3 s in all).
+/// have a hole with files above it. Before such a hole counts as a gap, the listing is
+/// repeated after each of these pauses (3 s in all).
 pub const GAP_RELIST_AFTER: [Duration; 4] = [
     Duration::from_millis(500),
     Duration::from_millis(500),
