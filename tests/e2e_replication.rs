@@ -192,12 +192,37 @@ fn s3_replica_round_trip() {
     server.create_bucket("e2e");
     support::s3_server::set_test_aws_env();
     let dir = tempfile::tempdir().unwrap();
+    let url = "s3://e2e/backups";
     replicate_busy_database(
-        "s3://e2e/backups",
+        url,
         &s3_env(&server),
         Some(server.endpoint.clone()),
         dir.path(),
     );
+
+    // A restore asks for each file once: one GET that brings the bytes and the
+    // metadata checked against them, no HEAD (the server's access log counts them).
+    let files = remote_files(url, "busy", Some(server.endpoint.clone()));
+    let before = server.log().len();
+    let out = dir.path().join("counted.db");
+    let o = run(
+        &["restore", "busy", "-o", out.to_str().unwrap(), "-b", url],
+        &s3_env(&server),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let log = server.log();
+    let requests: Vec<&str> = log[before..]
+        .lines()
+        .filter(|l| l.contains(" HTTP/1.1\""))
+        .collect();
+    let count = |method: &str, suffix: &str| {
+        requests
+            .iter()
+            .filter(|l| l.contains(&format!("\"{method} ")) && l.contains(suffix))
+            .count()
+    };
+    assert_eq!(count("HEAD", ""), 0, "{requests:#?}");
+    assert_eq!(count("GET", ".ltx"), files.len(), "{requests:#?}");
 }
 
 #[test]

@@ -22,12 +22,13 @@ use std::time::Duration;
 
 use support::s3_server::{S3Server, free_port, set_test_aws_env};
 use walvault::storage::{
-    Layout, METADATA_TIMESTAMP, PutBody, ReplicaUrl, Store, StoreError, StoreOptions,
-    format_timestamp_ms, parse_timestamp_ms,
+    Layout, METADATA_SHA256, METADATA_TIMESTAMP, PutBody, ReplicaUrl, Store, StoreError,
+    StoreOptions, format_timestamp_ms, parse_timestamp_ms,
 };
 
 const TS: &str = "2024-01-02T03:04:05.678Z";
 const TS_MS: i64 = 1_704_164_645_678;
+const SHA: &str = "9a4e1bd0c3d5f6a7b8c9d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5";
 const K1: &str = "ltx/0/0000000000000001-0000000000000001.ltx";
 const K2: &str = "ltx/0/0000000000000002-0000000000000002.ltx";
 const K3: &str = "ltx/1/0000000000000001-0000000000000002.ltx";
@@ -51,7 +52,10 @@ async fn exercise(store: &Store, scratch: &Path) {
     assert!(store.list("").await.unwrap().is_empty());
     assert!(store.list_dirs("").await.unwrap().is_empty());
 
-    let meta = [(METADATA_TIMESTAMP, TS.to_string())];
+    let meta = [
+        (METADATA_TIMESTAMP, TS.to_string()),
+        (METADATA_SHA256, SHA.to_string()),
+    ];
     store
         .put(K1, PutBody::Bytes(b"hello world"), &meta, true)
         .await
@@ -102,14 +106,38 @@ async fn exercise(store: &Store, scratch: &Path) {
 
     // get_to_file streams the whole object
     let dest = scratch.join("download.bin");
+    let got = store.get_to_file(K5, &dest).await.unwrap();
+    assert_eq!(got.len, big.len() as u64);
     assert_eq!(
-        store.get_to_file(K5, &dest).await.unwrap(),
-        big.len() as u64
+        got.metadata.get(METADATA_SHA256).map(String::as_str),
+        Some(SHA)
+    );
+    let without = scratch.join("without.bin");
+    let got = store.get_to_file(K2, &without).await.unwrap();
+    assert_eq!(got.len, 6);
+    assert!(
+        !got.metadata.contains_key(METADATA_SHA256),
+        "K2 was put without metadata: {:?}",
+        got.metadata
     );
     assert_eq!(std::fs::read(&dest).unwrap(), big);
     let dest_small = scratch.join("small.bin");
     std::fs::write(&dest_small, b"previous longer content").unwrap();
-    assert_eq!(store.get_to_file(K1, &dest_small).await.unwrap(), 11);
+    // The metadata comes with the bytes: restore checks digests without a HEAD.
+    let got = store.get_to_file(K1, &dest_small).await.unwrap();
+    assert_eq!(got.len, 11);
+    assert_eq!(
+        got.metadata.get(METADATA_SHA256).map(String::as_str),
+        Some(SHA),
+        "{:?}",
+        got.metadata
+    );
+    assert_eq!(
+        got.metadata.get(METADATA_TIMESTAMP).map(String::as_str),
+        Some(TS),
+        "{:?}",
+        got.metadata
+    );
     assert_eq!(
         std::fs::read(&dest_small).unwrap(),
         b"hello world",
@@ -129,6 +157,11 @@ async fn exercise(store: &Store, scratch: &Path) {
     assert_eq!(
         md.get(METADATA_TIMESTAMP).map(String::as_str),
         Some(TS),
+        "{md:?}"
+    );
+    assert_eq!(
+        md.get(METADATA_SHA256).map(String::as_str),
+        Some(SHA),
         "{md:?}"
     );
     assert!(store.metadata("nope").await.unwrap().is_none());

@@ -1,7 +1,6 @@
 //! One database's files in the store: listing them into the engine's vocabulary,
 //! finding the tip of the chain, reading headers without downloading whole files.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::Poll;
@@ -132,30 +131,6 @@ pub async fn list_files_with_data_times(store: &Store, db: &str) -> Result<Vec<R
         }
     }
     Ok(files)
-}
-
-/// The metadata of each key (`None` when the object is gone), 32 requests at a time.
-pub async fn metadata_of(
-    store: &Store,
-    keys: &[String],
-) -> Result<Vec<Option<BTreeMap<String, String>>>> {
-    let mut out = Vec::with_capacity(keys.len());
-    for chunk in keys.chunks(32) {
-        for (k, r) in chunk
-            .iter()
-            .zip(join_all(chunk.iter().map(|k| store.metadata(k)).collect()).await)
-        {
-            match r {
-                Ok(m) => out.push(m),
-                Err(StoreError::NotFound(_)) => out.push(None),
-                Err(e) => {
-                    return Err(anyhow::anyhow!(e))
-                        .with_context(|| format!("reading the metadata of {k}"));
-                }
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// Runs the futures concurrently on this task; outputs in input order.

@@ -179,7 +179,8 @@ async fn build(
         .iter()
         .map(|f| remote::key(store, &opts.name, f.id))
         .collect();
-    let metas = remote::metadata_of(store, &keys).await?;
+    // Filled from the GET responses: the metadata that came with the bytes checked.
+    let mut metas: Vec<Option<BTreeMap<String, String>>> = vec![None; keys.len()];
     let mut state = ApplyState::default();
     let mut digests: Vec<Option<String>> = vec![None; keys.len()];
     let total_bytes: u64 = plan.files.iter().map(|f| f.size).sum();
@@ -205,11 +206,12 @@ async fn build(
             if failure.is_none() {
                 failure = got
                     .with_context(|| format!("downloading {}", keys[i]))
-                    .and_then(|bytes| {
+                    .and_then(|got| {
                         let sha = apply_file(&db, path, &keys[i], &plan.files[i], &mut state)?;
-                        check_digest(&keys[i], metas[i].as_ref(), &sha)?;
+                        check_digest(&keys[i], Some(&got.metadata), &sha)?;
                         digests[i] = Some(sha);
-                        progress.advance(bytes);
+                        metas[i] = Some(got.metadata);
+                        progress.advance(got.len);
                         Ok(())
                     })
                     .err();

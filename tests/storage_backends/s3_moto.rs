@@ -169,7 +169,7 @@ async fn s3_large_upload_goes_multipart_and_round_trips() {
         .await
         .unwrap();
     let back = dir.path().join("back.ltx");
-    assert_eq!(store.get_to_file(K1, &back).await.unwrap(), len as u64);
+    assert_eq!(store.get_to_file(K1, &back).await.unwrap().len, len as u64);
     assert!(
         std::fs::read(&back).unwrap() == body,
         "multipart round trip changed the bytes"

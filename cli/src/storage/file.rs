@@ -27,8 +27,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{
-    METADATA_TIMESTAMP, ObjectInfo, PutBody, StoreError, TEMP_PREFIX, format_timestamp_ms,
-    parse_timestamp_ms, validate_key, validate_prefix,
+    Downloaded, METADATA_TIMESTAMP, ObjectInfo, PutBody, StoreError, TEMP_PREFIX,
+    format_timestamp_ms, parse_timestamp_ms, validate_key, validate_prefix,
 };
 
 /// Directory (under the root) holding the metadata sidecars; never listed as objects.
@@ -165,11 +165,12 @@ impl FileStore {
         .await
     }
 
-    pub async fn get_to_file(&self, key: &str, dest: &Path) -> Result<u64, StoreError> {
+    pub async fn get_to_file(&self, key: &str, dest: &Path) -> Result<Downloaded, StoreError> {
         let path = self.path_of(key)?;
-        let key = key.to_string();
-        let dest = dest.to_path_buf();
-        Self::blocking(move || {
+        let owned_key = key.to_string();
+        let owned_dest = dest.to_path_buf();
+        let len = Self::blocking(move || {
+            let (key, dest) = (owned_key, owned_dest);
             let mut src = File::open(&path).map_err(|e| read_err(e, &key, &path))?;
             let result = (|| {
                 let mut out = File::create(&dest)?;
@@ -181,7 +182,19 @@ impl FileStore {
                 io_err(e, &format!("cannot copy '{key}' to '{}'", dest.display()))
             })
         })
-        .await
+        .await?;
+        match self.metadata(key).await {
+            Ok(Some(metadata)) => Ok(Downloaded { len, metadata }),
+            // Removed between the copy and the stat: report it as the GET would have.
+            Ok(None) => {
+                let _ = fs::remove_file(dest);
+                Err(StoreError::NotFound(key.to_string()))
+            }
+            Err(e) => {
+                let _ = fs::remove_file(dest);
+                Err(e)
+            }
+        }
     }
 
     pub async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {

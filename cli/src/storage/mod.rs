@@ -49,6 +49,15 @@ pub struct ObjectInfo {
     pub last_modified_ms: Option<i64>,
 }
 
+/// An object streamed to a local file: its length and the user metadata that came
+/// with the same response (so body and metadata are one version of the object).
+#[derive(Clone, Debug, Default)]
+pub struct Downloaded {
+    pub len: u64,
+    /// As [`Store::metadata`] returns it.
+    pub metadata: BTreeMap<String, String>,
+}
+
 /// What went wrong, classified by what the caller may conclude.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -143,8 +152,8 @@ impl Store {
 
     /// Write `key`. With `if_none_match`, fails with [`StoreError::AlreadyExists`]
     /// (and leaves the existing object untouched) when the key exists.
-    /// `metadata`: S3 user metadata (`x-amz-meta-*`); the file backend only
-    /// honours [`METADATA_TIMESTAMP`] (as the file's mtime) and ignores the rest.
+    /// `metadata`: S3 user metadata (`x-amz-meta-*`); the file backend stores
+    /// [`METADATA_TIMESTAMP`] as the file's mtime and the rest in a sidecar JSON file.
     pub async fn put(
         &self,
         key: &str,
@@ -166,9 +175,10 @@ impl Store {
     }
 
     /// Stream the object into `dest` (created or truncated) with bounded memory;
-    /// returns the byte count. A partial `dest` is removed on error. `dest` is scratch
-    /// space (restore, verify), so it is not fsynced: the caller reads it back at once.
-    pub async fn get_to_file(&self, key: &str, dest: &Path) -> Result<u64, StoreError> {
+    /// returns the byte count and the object's metadata (S3: from the GET response, no
+    /// HEAD needed). A partial `dest` is removed on error. `dest` is scratch space
+    /// (restore, verify), so it is not fsynced: the caller reads it back at once.
+    pub async fn get_to_file(&self, key: &str, dest: &Path) -> Result<Downloaded, StoreError> {
         dispatch!(self, s => s.get_to_file(key, dest).await)
     }
 
@@ -178,8 +188,8 @@ impl Store {
     }
 
     /// User metadata of `key`, or `None` when it does not exist. S3: the
-    /// `x-amz-meta-*` map (keys without the prefix, lower-case). File: only
-    /// [`METADATA_TIMESTAMP`], synthesised from the file's mtime.
+    /// `x-amz-meta-*` map (keys without the prefix, lower-case). File: the sidecar's
+    /// map plus [`METADATA_TIMESTAMP`], synthesised from the file's mtime.
     pub async fn metadata(
         &self,
         key: &str,

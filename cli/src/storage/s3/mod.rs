@@ -43,7 +43,9 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use tokio::io::AsyncWriteExt;
 
-use super::{ObjectInfo, PutBody, StoreError, StoreOptions, validate_key, validate_prefix};
+use super::{
+    Downloaded, ObjectInfo, PutBody, StoreError, StoreOptions, validate_key, validate_prefix,
+};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -341,7 +343,7 @@ impl S3Store {
         }
     }
 
-    pub async fn get_to_file(&self, key: &str, dest: &Path) -> Result<u64, StoreError> {
+    pub async fn get_to_file(&self, key: &str, dest: &Path) -> Result<Downloaded, StoreError> {
         validate_key(key)?;
         let mut out = self
             .client
@@ -351,6 +353,7 @@ impl S3Store {
             .send()
             .await
             .map_err(|e| self.classify(e, Op::Get, key))?;
+        let metadata = out.metadata().map(user_metadata).unwrap_or_default();
         let mut file = tokio::fs::File::create(dest)
             .await
             .map_err(|e| local_err(&e, dest))?;
@@ -375,7 +378,7 @@ impl S3Store {
             drop(file);
             let _ = tokio::fs::remove_file(dest).await;
         }
-        result
+        result.map(|len| Downloaded { len, metadata })
     }
 
     pub async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
@@ -390,11 +393,10 @@ impl S3Store {
         &self,
         key: &str,
     ) -> Result<Option<BTreeMap<String, String>>, StoreError> {
-        Ok(self.head_raw(key).await?.map(|out| {
-            out.metadata()
-                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-                .unwrap_or_default()
-        }))
+        Ok(self
+            .head_raw(key)
+            .await?
+            .map(|out| out.metadata().map(user_metadata).unwrap_or_default()))
     }
 
     async fn head_raw(
@@ -557,4 +559,10 @@ impl S3Store {
         }
         Ok(())
     }
+}
+
+/// The `x-amz-meta-*` map of a response, ordered (keys as the SDK gives them: without
+/// the prefix, lower-case).
+fn user_metadata(m: &HashMap<String, String>) -> BTreeMap<String, String> {
+    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
