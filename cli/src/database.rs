@@ -330,19 +330,22 @@ fn checkpoint_row(conn: &Connection, sql: &str) -> Result<CheckpointResult> {
 
 pub use walvault_engine::release::WalChunk;
 
-/// The WAL's length and modification time in ns (0, 0 when there is none): a look
-/// between ticks (`Command::StatWal`). A failing stat answers "no WAL", which only makes
-/// the engine read at its next look or tick.
-pub fn stat_wal(wal_path: &Path) -> (u64, u64) {
+/// The WAL's length, modification time in ns, and how many ms ago that was (0, 0, 0
+/// when there is none): a look between ticks (`Command::StatWal`). A failing stat
+/// answers "no WAL", which only makes the engine read at its next look or tick; a
+/// modification time in the future (a clock step) counts as just now.
+pub fn stat_wal(wal_path: &Path) -> (u64, u64, u64) {
     let Ok(m) = std::fs::metadata(wal_path) else {
-        return (0, 0);
+        return (0, 0, 0);
     };
-    let stamp = m
-        .modified()
-        .ok()
+    let modified = m.modified().ok();
+    let stamp = modified
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos() as u64);
-    (m.len(), stamp)
+    let idle_ms = modified
+        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+        .map_or(0, |d| d.as_millis() as u64);
+    (m.len(), stamp, idle_ms)
 }
 
 /// Reads the WAL header and up to `max_len` bytes at `offset`, allocating only what

@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// SQLite's lock levels (`SQLITE_LOCK_*`).
@@ -56,6 +57,8 @@ struct Inner {
     data: Vec<u8>,
     /// Writes and truncations so far: the file's modification stamp.
     writes: u64,
+    /// Simulated time of the last write or truncation (see [`set_time`]).
+    modified_ms: u64,
     /// Lock level per open handle (by handle id).
     locks: Vec<(u64, i32)>,
     shm: Shm,
@@ -68,6 +71,18 @@ pub struct Node(Mutex<Inner>);
 /// A handle on a file: what a file descriptor is to the simulator's own reads.
 #[derive(Clone)]
 pub struct MemFile(Arc<Node>);
+
+/// The simulated time writes are stamped with: set by the world as its clock moves
+/// (runs in one process take turns, so one clock serves them all).
+static TIME_MS: AtomicU64 = AtomicU64::new(0);
+
+pub fn set_time(ms: u64) {
+    TIME_MS.store(ms, Ordering::Relaxed);
+}
+
+fn now_ms() -> u64 {
+    TIME_MS.load(Ordering::Relaxed)
+}
 
 fn fs() -> MutexGuard<'static, BTreeMap<String, Arc<Node>>> {
     static FS: Mutex<BTreeMap<String, Arc<Node>>> = Mutex::new(BTreeMap::new());
@@ -192,12 +207,19 @@ impl MemFile {
         }
         g.data[at..at + data.len()].copy_from_slice(data);
         g.writes += 1;
+        g.modified_ms = now_ms();
     }
 
     pub fn truncate(&self, len: u64) {
         let mut g = self.inner();
         g.data.resize(len as usize, 0);
         g.writes += 1;
+        g.modified_ms = now_ms();
+    }
+
+    /// The simulated time of the last write: a stat's modification time.
+    pub fn modified_ms(&self) -> u64 {
+        self.inner().modified_ms
     }
 
     /// Changes with every write: what a modification time is to a stat (exact here,

@@ -142,10 +142,20 @@ impl World {
         match cmd {
             Command::ReadWal { offset, max_len } => self.exec_read_wal(offset, max_len),
             Command::StatWal => {
-                let (len, stamp) = self.wal.get().map_or((0, 0), |f| (f.len(), f.stamp()));
                 let now = self.now();
+                let (len, stamp, idle_ms) = self.wal.get().map_or((0, 0, 0), |f| {
+                    let idle = now.mono_ms.saturating_sub(f.modified_ms());
+                    (f.len(), f.stamp(), idle)
+                });
                 if let Proc::Running(r) = &mut self.proc {
-                    r.engine.handle(now, Input::WalStat { len, stamp });
+                    r.engine.handle(
+                        now,
+                        Input::WalStat {
+                            len,
+                            stamp,
+                            idle_ms,
+                        },
+                    );
                 }
             }
             Command::Upload {

@@ -24,7 +24,7 @@ use crate::checker::Checker;
 use crate::coverage::{Cov, Coverage};
 use crate::disk::Disk;
 use crate::invariant::{Inv, Violation};
-use crate::memfs::MemFile;
+use crate::memfs::{self, MemFile};
 use crate::mutation::Mutation;
 use crate::oracle::Oracle;
 use crate::params::Params;
@@ -391,11 +391,13 @@ impl World {
                 && qt.is_none_or(|q| t < q)
             {
                 self.now = self.now.max(t);
+                memfs::set_time(self.now);
                 self.events += 1;
                 self.fire_timer();
             } else {
                 let Some((t, ev)) = self.q.pop() else { break };
                 self.now = self.now.max(t);
+                memfs::set_time(self.now);
                 self.events += 1;
                 if matches!(ev, Ev::End) {
                     self.final_checks();

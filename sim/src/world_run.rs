@@ -12,6 +12,9 @@ use crate::world::*;
 pub fn run_plan(plan: Plan, opts: &RunOptions) -> RunReport {
     let _turn = crate::process_lock();
     let seed = plan.seed;
+    // Files written while the world is built are stamped at time zero, not at the
+    // previous run's last instant.
+    memfs::set_time(0);
     let mut world = match World::new(plan.clone(), opts) {
         Ok(w) => w,
         Err(e) => {

@@ -254,9 +254,15 @@ impl DbTask {
                 }
             }
             Command::StatWal => {
-                let (len, stamp) = crate::database::stat_wal(&self.db.wal_path);
-                self.engine
-                    .handle(self.clock.now(), Input::WalStat { len, stamp });
+                let (len, stamp, idle_ms) = crate::database::stat_wal(&self.db.wal_path);
+                self.engine.handle(
+                    self.clock.now(),
+                    Input::WalStat {
+                        len,
+                        stamp,
+                        idle_ms,
+                    },
+                );
             }
             Command::Upload {
                 file,

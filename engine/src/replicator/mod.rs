@@ -318,7 +318,11 @@ impl Replicator {
                 attempt,
                 result,
             } => self.on_check_done(file, attempt, result),
-            Input::WalStat { len, stamp } => self.on_wal_stat(len, stamp),
+            Input::WalStat {
+                len,
+                stamp,
+                idle_ms,
+            } => self.on_wal_stat(len, stamp, idle_ms),
             Input::WritersLocked { ok } => self.on_writers_locked(ok),
             Input::CheckpointDone { mode, result } => self.on_checkpoint_done(mode, result),
             Input::ReadLockReleased => {

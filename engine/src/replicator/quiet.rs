@@ -1,12 +1,15 @@
 //! Shipping when the writer goes quiet (decision 24). Between ticks, while the WAL keeps
-//! growing or holds commits not yet cut, the engine looks again every half quiet period.
-//! A look is a stat of the WAL (length and modification stamp), not a read. Once the
-//! stats have shown no change for `quiet_ship_ms`, a read fetches what the WAL holds and
-//! its end cuts the batch without waiting for the tick, if the WAL is still the length
-//! the last stat saw; at most once per half sync interval, and the next tick then comes a
-//! full interval later. A steady writer never goes quiet, so it still gets one file per
-//! tick and costs a stat per look; the last commits of a writer that stops are shipped
-//! about a quiet period after it stopped instead of up to a whole interval later.
+//! growing or holds commits not yet cut, the engine looks at it. A look is a stat of the
+//! WAL (length, modification stamp, and how long ago it was last written), not a read.
+//! The next look is due a quiet period after the last write the stat reports, not before
+//! a cut is allowed again (half an interval after the last file), and not just before the
+//! tick, so a steady writer costs a stat per quiet period in the second half of each
+//! interval, and a writer that stops is seen quiet a quiet period after its last write. Then a read fetches what
+//! the WAL holds and its end cuts the batch without waiting for the tick, if the WAL is
+//! still the length the stat saw; at most once per half sync interval, and the next tick
+//! then comes a full interval later. A steady writer never goes quiet, so it still gets
+//! one file per tick; the last commits of a writer that stops are shipped about a quiet
+//! period after it stopped instead of up to a whole interval later.
 
 use super::*;
 
@@ -18,8 +21,9 @@ pub(super) struct QuietShip {
     pub stat_pending: bool,
     /// The WAL's (length, stamp) at the last stat.
     pub last_stat: Option<(u64, u64)>,
-    /// The WAL's length at the end of the last read.
+    /// The WAL's length at the end of the last read, and when that read was answered.
     pub read_len: u64,
+    pub read_at_ms: u64,
     /// A stat saw the WAL change since the last read (a reused WAL is overwritten in
     /// place: its length stays, only its stamp moves).
     pub changed_since_read: bool,
@@ -30,9 +34,11 @@ pub(super) struct QuietShip {
     pub quiet_len: Option<u64>,
     /// The read chain in flight found new commits.
     pub chain_grew: bool,
-    /// When the WAL was last seen to change (by a read or a stat), and when a file was
-    /// last cut.
+    /// When the WAL was last written (as a stat reported it, or when a read found it
+    /// grown), and when a file was last cut.
     pub last_growth_ms: u64,
+    /// When the last stat was answered.
+    pub last_stat_ms: u64,
     pub last_cut_ms: u64,
 }
 
@@ -57,23 +63,36 @@ impl Replicator {
         self.out.push_back(Command::StatWal);
     }
 
-    /// A stat answered a look. A change means the writer is still going: look again
-    /// later. No change for a quiet period: read, and let the read's end decide.
-    pub(super) fn on_wal_stat(&mut self, len: u64, stamp: u64) {
+    /// A stat answered a look. `idle_ms` is how long ago the WAL was last written, as
+    /// the caller's stat tells it (0 when it cannot). No write for a quiet period: read,
+    /// and let the read's end decide. Otherwise look again a quiet period after the last
+    /// write.
+    pub(super) fn on_wal_stat(&mut self, len: u64, stamp: u64, idle_ms: u64) {
         if !std::mem::take(&mut self.quiet.stat_pending) {
             return;
         }
+        let now = self.now.mono_ms;
         let changed = self.quiet.last_stat != Some((len, stamp));
+        let previous_stat_ms = std::mem::replace(&mut self.quiet.last_stat_ms, now);
         self.quiet.last_stat = Some((len, stamp));
         // A read that started meanwhile (a tick) schedules the next look at its end.
         if !self.quiet_ship_on() || !self.may_look() {
             return;
         }
-        let now = self.now.mono_ms;
         if changed {
-            self.quiet.last_growth_ms = now;
+            // The write the stat shows came after the previous stat, and after the last
+            // read if the length moved since: an idle time that says otherwise (a clock
+            // step) is not believed, and the write counts as just now.
+            let mut after = previous_stat_ms;
+            if len != self.quiet.read_len {
+                after = after.max(self.quiet.read_at_ms);
+            }
+            let claimed = now.saturating_sub(idle_ms);
+            let written = if claimed < after { now } else { claimed };
+            self.quiet.last_growth_ms = self.quiet.last_growth_ms.max(written);
             self.quiet.changed_since_read = true;
-        } else if now.saturating_sub(self.quiet.last_growth_ms) >= self.cfg.quiet_ship_ms {
+        }
+        if now.saturating_sub(self.quiet.last_growth_ms) >= self.cfg.quiet_ship_ms {
             if len == self.quiet.read_len && !self.quiet.changed_since_read {
                 if self.follow.batch.is_empty() {
                     // Nothing was written since the last read and nothing waits to be
@@ -96,7 +115,25 @@ impl Replicator {
             self.quiet.looking = false;
             self.quiet.quiet_len = None;
         }
-        self.quiet.next_look = Some(now + (self.cfg.quiet_ship_ms / 2).max(1));
+        self.quiet.next_look = self.next_look_after_growth();
+    }
+
+    /// A quiet period after the last write, but not before a look's read may cut (half
+    /// an interval after the last file: a look before that could only learn when the
+    /// WAL was last written, which the stat then tells anyway), and never sooner than an
+    /// eighth of a quiet period from now (a stat that keeps reporting a write just now
+    /// is a writer still going). `None` when that is within a quarter of a quiet period
+    /// of the tick, whose read ships anyway.
+    fn next_look_after_growth(&self) -> Option<u64> {
+        let q = self.cfg.quiet_ship_ms;
+        let now = self.now.mono_ms;
+        let at = (self.quiet.last_growth_ms + q)
+            .max(self.quiet.last_cut_ms + self.cfg.sync_interval_ms / 2)
+            .max(now + (q / 8).max(1));
+        match self.next_tick {
+            Some(tick) if at.saturating_add(q / 4) >= tick => None,
+            _ => Some(at),
+        }
     }
 
     /// A read found new commits. A look's read finds those the stats already saw
@@ -145,7 +182,10 @@ impl Replicator {
             && self.phase == Phase::Streaming
             && !self.shutdown
             && (grew || !self.follow.batch.is_empty());
-        self.quiet.next_look =
-            wanted.then(|| self.now.mono_ms + (self.cfg.quiet_ship_ms / 2).max(1));
+        self.quiet.next_look = if wanted {
+            self.next_look_after_growth()
+        } else {
+            None
+        };
     }
 }

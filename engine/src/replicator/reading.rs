@@ -51,6 +51,7 @@ impl Replicator {
         self.reading = None;
         self.db_len = db_len;
         self.quiet.read_len = file_len;
+        self.quiet.read_at_ms = self.now.mono_ms;
         self.quiet.changed_since_read = false;
         // On a first read, adopt whatever generation is there and scan it from the start.
         let chunk_full = data.len() as u64 >= max_len;

@@ -164,9 +164,11 @@ pub enum Input<'a> {
         attempt: u32,
         result: CheckResult,
     },
-    /// Answer to [`Command::StatWal`]: the WAL file's length (0 if there is none) and a
-    /// stamp that changes when the file is written (its modification time in ns).
-    WalStat { len: u64, stamp: u64 },
+    /// Answer to [`Command::StatWal`]: the WAL file's length (0 if there is none), a
+    /// stamp that changes when the file is written (its modification time in ns), and
+    /// how long ago it was last written (now minus the modification time; 0 when
+    /// unknown, which only delays a cut).
+    WalStat { len: u64, stamp: u64, idle_ms: u64 },
     /// Answer to [`Command::LockWriters`]: `false` when writers could not be blocked.
     WritersLocked { ok: bool },
     CheckpointDone {

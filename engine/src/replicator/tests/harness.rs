@@ -140,6 +140,17 @@ pub struct Harness {
     /// stop (survives crashes).
     pub run_mark: Option<u64>,
     pub halted: Option<String>,
+    /// A stat's idle time when the caller's clock is wrong (stepped back an hour, say).
+    pub stat_idle_override: Option<u64>,
+    /// The WAL's hash when last written through [`Harness::commit`] or seen changed by
+    /// a stat, and when: the modification time a stat reports.
+    wal_written: (u64, u64),
+}
+
+fn wal_hash(wal: &[u8]) -> u64 {
+    wal.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 impl Harness {
@@ -175,6 +186,8 @@ impl Harness {
             stopped: false,
             run_mark: None,
             halted: None,
+            stat_idle_override: None,
+            wal_written: (0, 0),
         }
     }
 
@@ -273,7 +286,18 @@ impl Harness {
 
     /// An application transaction; `None` when writers are blocked.
     pub fn commit(&mut self, pages: &[u32], commit: u32) -> Option<PosKey> {
-        self.src.commit_txn(pages, commit)
+        let key = self.src.commit_txn(pages, commit);
+        self.note_wal_written();
+        key
+    }
+
+    /// The WAL's modification time as a stat would report it: when it last changed.
+    fn note_wal_written(&mut self) -> u64 {
+        let hash = wal_hash(self.src.wal_bytes());
+        if hash != self.wal_written.0 {
+            self.wal_written = (hash, self.now);
+        }
+        hash
     }
 
     fn execute(&mut self, cmd: Command) {
@@ -297,13 +321,21 @@ impl Harness {
                 );
             }
             Command::StatWal => {
-                // The stamp stands in for the modification time: any write changes it.
-                let wal = self.src.wal_bytes();
-                let stamp = wal.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
-                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-                });
-                let len = wal.len() as u64;
-                self.engine.handle(self.t(), Input::WalStat { len, stamp });
+                // The hash stands in for the modification stamp: any write changes it.
+                // Writes other than commits (a truncation) count as just now.
+                let stamp = self.note_wal_written();
+                let len = self.src.wal_bytes().len() as u64;
+                let idle_ms = self
+                    .stat_idle_override
+                    .unwrap_or(self.now - self.wal_written.1);
+                self.engine.handle(
+                    self.t(),
+                    Input::WalStat {
+                        len,
+                        stamp,
+                        idle_ms,
+                    },
+                );
             }
             Command::Upload {
                 file,
