@@ -69,14 +69,14 @@ pub enum Cmd {
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         sync_interval: Duration,
         /// Ship a database's pending transactions once its writer has been quiet this
-        /// long, without waiting for the next sync tick (the WAL of an active database is
-        /// looked at every half of it; files are never closer than half a sync interval,
-        /// so a bursty writer gets at most two files per interval). Takes effect only if
-        /// at most half the sync interval; 0 (the default) ships at ticks only. Costs CPU
-        /// while writers are active (each look is a `stat` of the WAL and a wake-up; about
-        /// a third more at 100 commits/s): e.g. 250ms with 1s ships a stopping writer's
-        /// last commits ~0.27 s after them instead of ~0.5 s on average.
-        #[arg(long, default_value = "0", value_parser = parse_duration, value_name = "DURATION")]
+        /// long, without waiting for the next sync tick: the last commits of a writer that
+        /// stops go out this long after them instead of up to a whole interval later. An
+        /// active database's WAL is `stat`ed about once per quiet period in the second half
+        /// of each interval; files are never closer than half a sync interval, so a bursty
+        /// writer gets at most two files (PUTs) per interval, a steady one still one. Takes
+        /// effect only if at most half the sync interval (set it with a short
+        /// --sync-interval); 0 ships at ticks only.
+        #[arg(long, default_value = "250ms", value_parser = parse_duration, value_name = "DURATION")]
         ship_when_quiet: Duration,
         /// Longest wait for in-flight uploads on shutdown.
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
