@@ -319,6 +319,7 @@ class Walvault:
             "sync-interval": self.sync_interval,
             "checkpoint-frames": "1000 (default)",
             "max-in-flight": "1 per DB (default)",
+            "ship-when-quiet": "250ms (default)",
             "max-uploads": "32 (default)",
             "compaction": "none (walvault writes level 0 only)",
             "restore": "walvault restore (always runs PRAGMA integrity_check)",
@@ -1617,6 +1618,13 @@ def report():
                 windows.setdefault(r["knobs"]["walvault"]["max-in-flight"], []).append(name)
         window = "; ".join(f"{w} ({', '.join(ns)})" for w, ns in windows.items()) if len(windows) > 1 else kw["max-in-flight"]
         L.append(f"| uploads | {window}, {kw['max-uploads']} in total | one sync at a time per DB |")
+        # Also a default that changed between runs (decision 24): off before stop 13.
+        quiet = {}
+        for name, r in res.items():
+            if r.get("kind") != "stub":
+                quiet.setdefault(r["knobs"]["walvault"].get("ship-when-quiet", "off (the default at the time)"), []).append(name)
+        quiet_row = "; ".join(f"{q} ({', '.join(ns)})" for q, ns in quiet.items())
+        L.append(f"| ship when the writer goes quiet | {quiet_row} | no (ships at ticks) |")
         L.append(f"| restore (probes, drain, verification) | {kw['restore']} | `{kl['restore']}` |")
         L.append("")
         L.append("Asymmetries: Litestream compacts (L1 every 30 s, L2 every 5 min, ...) and deletes L0 files after 5 min,")
@@ -1894,14 +1902,11 @@ def targets(res):
         "staleness_p99": "both tools ship once per 1 s sync interval, so p99 is ~1 s for both; with n = 28-29"
         " probes per run p99 is the maximum, and differences of a few tens of ms are within run-to-run noise"
         " (the per-run figures show both sides of 1.0); more runs narrow it",
-        "drain_s": "one sample per run at the resolution of one restore (~0.6 s on moto, which serves one"
-        " request at a time: walvault's restore fetches every uncompacted level-0 file, Litestream's fewer after"
-        " its L1 compaction), so 5 runs decide little (the three 5-run sets of 2026-12-02/03 pooled: walvault"
-        " 0.88 s, Litestream 0.74 s); bench/ship_latency.py measures the ship itself: 0.50 s mean for both tools"
-        " at the defaults; the opt-in --ship-when-quiet 250ms (decision 24) gives 0.27 s, and its looks are now"
-        " stats, but the wake-ups still cost ~0.7 ms CPU per second per active database, which would break the"
-        " CPU target; wake-ups shared across databases (or compacting level 0 while watching, for the restore"
-        " resolution) are the next steps",
+        "drain_s": "one sample per run at the resolution of one restore (~0.2 s on moto since restores read"
+        " the metadata from their GETs; walvault's restore fetches every uncompacted level-0 file); the ship"
+        " itself is ~0.25 s after the last commit with ship-when-quiet (the default since stop 13) and up to a"
+        " whole interval without it (--ship-when-quiet 0); compacting level 0 while watching would shorten"
+        " the restores",
         "requests_per_1k_commits_total": "fewer, larger files (only with a longer sync interval)",
     }
 
