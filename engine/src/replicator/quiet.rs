@@ -3,13 +3,13 @@
 //! WAL (length, modification stamp, and how long ago it was last written), not a read.
 //! The next look is due a quiet period after the last write the stat reports, not before
 //! a cut is allowed again (half an interval after the last file), and not just before the
-//! tick, so a steady writer costs a stat per quiet period in the second half of each
-//! interval, and a writer that stops is seen quiet a quiet period after its last write. Then a read fetches what
-//! the WAL holds and its end cuts the batch without waiting for the tick, if the WAL is
-//! still the length the stat saw; at most once per half sync interval, and the next tick
-//! then comes a full interval later. A steady writer never goes quiet, so it still gets
-//! one file per tick; the last commits of a writer that stops are shipped about a quiet
-//! period after it stopped instead of up to a whole interval later.
+//! tick: a steady writer costs a stat per quiet period in the second half of each
+//! interval and still gets one file per tick. Once a stat shows no write for the quiet
+//! period, a read fetches what the WAL holds and its end cuts the batch without waiting
+//! for the tick, if the WAL is still the length the stat saw; at most once per half sync
+//! interval, and the next tick then comes a full interval later. So the last commits of a
+//! writer that stops are shipped a quiet period after it stopped instead of up to a whole
+//! interval later.
 
 use super::*;
 
