@@ -2,11 +2,13 @@
 //! per page `crc64(be32(pgno) || page)`, database = bit 63 | XOR of all pages
 //! (the lock page never takes part).
 
-use super::{CHECKSUM_FLAG, fast_crc64};
+use super::CHECKSUM_FLAG;
+use super::filecrc::FileDigest;
 
-/// Raw CRC-64/GO-ISO of `be32(pgno) || data` (bit 63 not forced).
+/// Raw CRC-64/GO-ISO of `be32(pgno) || data` (bit 63 not forced), through the same
+/// implementation as the file checksum (the table, or SIMD with `simd-crc`).
 pub fn page_checksum(pgno: u32, data: &[u8]) -> u64 {
-    let mut d = fast_crc64().digest();
+    let mut d = FileDigest::new();
     d.update(&pgno.to_be_bytes());
     d.update(data);
     d.finalize()

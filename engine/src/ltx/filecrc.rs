@@ -1,14 +1,15 @@
-//! The running CRC-64/GO-ISO of a whole LTX file (the trailer's file checksum), which
-//! the encoder and the decoder feed with every byte they write or read.
+//! The CRC-64/GO-ISO the codec computes in bulk: the running checksum of a whole LTX
+//! file (the trailer's file checksum), which the encoder and the decoder feed with every
+//! byte they write or read, and each page checksum ([`super::checksum`]).
 //!
 //! Two implementations produce the same values: the `crc` crate's slice-by-16 table
 //! (the default), and, with the `simd-crc` feature, crc-fast's carry-less-multiply
 //! folding (several times faster; walvault-sim enables it, and the walvault binary
-//! already links crc-fast through the AWS SDK). Page checksums ([`super::checksum`])
-//! always use the table, so the simulator's own SIMD page checksums stay an independent
-//! implementation of them.
+//! already links crc-fast through the AWS SDK). Tests hold both to the `crc` crate's
+//! reference values, which is what keeps the simulator's checks independent of the
+//! implementation under test (its oracle hashes with crc-fast too).
 
-/// A running file checksum.
+/// A running CRC-64/GO-ISO (file or page checksum).
 #[derive(Clone)]
 pub(crate) struct FileDigest(Inner);
 

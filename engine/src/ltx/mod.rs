@@ -130,10 +130,12 @@ pub fn crc64() -> &'static crc::Crc<u64> {
     &CRC
 }
 
-/// The same CRC with a slice-by-16 table, used internally for bulk hashing.
-/// Produces exactly the values of [`crc64`].
+/// The same CRC with a slice-by-16 table, used for bulk hashing without `simd-crc`
+/// (`filecrc`). Produces exactly the values of [`crc64`].
+#[cfg_attr(feature = "simd-crc", allow(dead_code))]
 pub(crate) type FastCrc = crc::Crc<u64, crc::Table<16>>;
 
+#[cfg_attr(feature = "simd-crc", allow(dead_code))]
 pub(crate) fn fast_crc64() -> &'static FastCrc {
     static CRC: FastCrc = FastCrc::new(&crc::CRC_64_GO_ISO);
     &CRC
