@@ -66,6 +66,14 @@ pub enum Mutation {
     EngineNeverRetry,
     /// Engine: never asks for a checkpoint.
     EngineNeverCheckpoint,
+    /// Engine: a failed upload or check is retried at once, without backoff.
+    EngineRetryWithoutBackoff,
+    /// Engine: the WAL page index keeps each page's first frame, not its newest.
+    EngineStaleFrameIndex,
+    /// Engine: a check that finds nothing takes the file as stored.
+    EngineCheckAbsentAsStored,
+    /// Engine: persists the newest file cut instead of the newest durable one.
+    EnginePersistNewestCut,
 }
 
 impl Mutation {
@@ -92,6 +100,10 @@ impl Mutation {
         Mutation::EnginePanicOnUnknownCompletion,
         Mutation::EngineNeverRetry,
         Mutation::EngineNeverCheckpoint,
+        Mutation::EngineRetryWithoutBackoff,
+        Mutation::EngineStaleFrameIndex,
+        Mutation::EngineCheckAbsentAsStored,
+        Mutation::EnginePersistNewestCut,
     ];
 
     /// The engine's decision point this mutation breaks (`None`: a shell mutation).
@@ -107,6 +119,10 @@ impl Mutation {
             Mutation::EnginePanicOnUnknownCompletion => EngineMutation::PanicOnUnknownCompletion,
             Mutation::EngineNeverRetry => EngineMutation::NeverRetry,
             Mutation::EngineNeverCheckpoint => EngineMutation::NeverCheckpoint,
+            Mutation::EngineRetryWithoutBackoff => EngineMutation::RetryWithoutBackoff,
+            Mutation::EngineStaleFrameIndex => EngineMutation::StaleFrameIndex,
+            Mutation::EngineCheckAbsentAsStored => EngineMutation::CheckAbsentAsStored,
+            Mutation::EnginePersistNewestCut => EngineMutation::PersistNewestCut,
             _ => return None,
         })
     }
@@ -135,6 +151,10 @@ impl Mutation {
             Mutation::EnginePanicOnUnknownCompletion => "engine-panic-on-unknown-completion",
             Mutation::EngineNeverRetry => "engine-never-retry",
             Mutation::EngineNeverCheckpoint => "engine-never-checkpoint",
+            Mutation::EngineRetryWithoutBackoff => "engine-retry-without-backoff",
+            Mutation::EngineStaleFrameIndex => "engine-stale-frame-index",
+            Mutation::EngineCheckAbsentAsStored => "engine-check-absent-as-stored",
+            Mutation::EnginePersistNewestCut => "engine-persist-newest-cut",
         }
     }
 

@@ -57,6 +57,13 @@ pub struct StoreFaults {
     /// LIST shows the store as it was this long ago.
     pub list_lag_ms: u64,
     pub list_transient: u32,
+    /// An outage: every request fails fast (503) for `outage_ms` from `outage_at_ms`
+    /// (a regional outage, or a proxy in front of the store answering 503). What a
+    /// retry without backoff turns into a storm (I6).
+    #[serde(default)]
+    pub outage_at_ms: u64,
+    #[serde(default)]
+    pub outage_ms: u64,
 }
 
 /// Latency of every store request (two legs: to the store, back to the client).
@@ -190,6 +197,8 @@ impl Params {
                 0
             },
             list_transient: maybe(r, 300_000, &[50_000, 200_000]),
+            outage_at_ms: 0,
+            outage_ms: 0, // drawn last, below
         };
         let latency = Latency {
             base_ms: r.pick(&[1, 5, 20, 50]),
@@ -253,6 +262,11 @@ impl Params {
         // interval (the CLI's 250 ms at 1 s), or off.
         let quiet = p.sync_interval_ms / r.pick(&[4, 4, 8, u64::MAX]);
         p.quiet_ship_ms = if quiet >= 10 { quiet } else { 0 };
+        // And after that: a store outage in a quarter of the seeds, within the faults.
+        if r.chance(250_000) {
+            p.store.outage_ms = r.pick(&[2_000, 5_000, 15_000]);
+            p.store.outage_at_ms = r.range(0, p.chaos_ms);
+        }
         p
     }
 
@@ -284,6 +298,21 @@ impl Params {
             + self.checkpoint_lock_ms
             + 40 * self.sync_interval_ms
             + 10_000
+    }
+
+    /// The retry-storm bound of I6: at most `.1` requests of one kind (uploads, or
+    /// checks) for one file within any `.0` ms. Full-jitter backoff waits a uniform
+    /// delay in `[1, min(max, base * 2^(n-1))]` after the n-th failure, so only the
+    /// attempts whose ceiling is still below `max` can come quickly (about
+    /// log2(max / base) + 1 of them); after that, k more attempts fit in one window of
+    /// `max` ms only if k uniform draws sum below it, with probability at most 1/k!
+    /// (12 more: 2e-9). A retry without backoff during a throttling burst sends one
+    /// request per round trip.
+    pub fn storm_bound(&self) -> (u64, usize) {
+        let base = self.backoff_base_ms.max(1);
+        let max = self.backoff_max_ms.max(base);
+        let ramp = (max / base).ilog2() as usize + 1;
+        (max, ramp + 12)
     }
 
     /// Switches every fault class off (used by `--calm` and the shrinker).
@@ -372,6 +401,9 @@ impl Params {
             f.push_str(&format!(" list_lag={}ms", s.list_lag_ms));
         }
         f.push_str(&on("list_transient", s.list_transient));
+        if s.outage_ms > 0 {
+            f.push_str(&format!(" outage={}ms@{}ms", s.outage_ms, s.outage_at_ms));
+        }
         out.push_str(&format!(
             "store faults:{}\n",
             if f.is_empty() { " none".into() } else { f }

@@ -46,6 +46,14 @@ impl World {
         if fault.is_none() && !self.calm && self.now < self.store.throttle_until {
             fault = Some(Fault::Throttle { ms: 0 });
         }
+        let s = &self.params.store;
+        if fault.is_none()
+            && !self.calm
+            && (s.outage_at_ms..s.outage_at_ms + s.outage_ms).contains(&self.now)
+        {
+            fault = Some(Fault::Throttle { ms: 0 });
+            self.cov.hit(Cov::Outage);
+        }
         let req = self.leg();
         let mut resp = self.leg();
         let l = &self.params.latency;

@@ -458,6 +458,12 @@ impl World {
             return;
         }
         *r.requests.entry(file).or_insert(0) += 1;
+        if self.storm(file, false) {
+            return;
+        }
+        let Proc::Running(r) = &mut self.proc else {
+            return;
+        };
         if attempt > 1 && r.unknown_seen.contains(&file) {
             self.cov.hit(Cov::AmbiguousPutThenRetry);
         }
@@ -485,6 +491,32 @@ impl World {
         self.check_window();
     }
 
+    /// I6's storm check: records a request for `file` (an upload, or with `check` a
+    /// check) and fails the run when more of them fall within the storm window than
+    /// backoff allows. Returns whether it failed.
+    fn storm(&mut self, file: FileId, check: bool) -> bool {
+        let (window, most) = self.params.storm_bound();
+        let now = self.now;
+        let Proc::Running(r) = &mut self.proc else {
+            return false;
+        };
+        let sent = r.sent_at.entry((file, check)).or_default();
+        while sent.front().is_some_and(|&t| t + window <= now) {
+            sent.pop_front();
+        }
+        sent.push_back(now);
+        if sent.len() <= most {
+            return false;
+        }
+        let what = if check { "checked" } else { "sent" };
+        let n = sent.len();
+        self.fail(
+            Inv::Bounds,
+            format!("{file} {what} {n} times within {window} ms, above the {most} backoff allows (a retry storm)"),
+        );
+        true
+    }
+
     fn check_window(&mut self) {
         let window = self.params.max_in_flight.max(1);
         if self.outstanding == window {
@@ -509,6 +541,9 @@ impl World {
             }
             _ => return,
         };
+        if self.storm(file, true) {
+            return;
+        }
         let expected = match staged {
             Some((b, _)) => Ok(b),
             None => self.materialize(&spec).map(Arc::new),

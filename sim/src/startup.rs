@@ -154,6 +154,7 @@ impl World {
             exists_seen: Default::default(),
             idle_timer_at: None,
             requests: Default::default(),
+            sent_at: Default::default(),
         }));
         // Counted at the world level: a crash inside this drain must not hide a report
         // the engine already made.

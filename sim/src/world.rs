@@ -144,6 +144,9 @@ pub struct Running {
     pub idle_timer_at: Option<u64>,
     /// Requests (uploads and checks) made per file.
     pub requests: BTreeMap<FileId, u32>,
+    /// When each file's recent uploads (`false`) and checks (`true`) were sent, within
+    /// the storm window ([`crate::params::Params::storm_bound`]).
+    pub sent_at: BTreeMap<(FileId, bool), std::collections::VecDeque<u64>>,
 }
 
 pub struct Starting {

@@ -115,6 +115,8 @@ impl Follower {
     }
 
     /// Consumes one read. `header` is the WAL's first 32 bytes as read now.
+    /// `keep_first` is the `StaleFrameIndex` mutation (mutation.rs): the index keeps
+    /// each page's first frame instead of its newest (always `false` in production).
     pub fn on_read(
         &mut self,
         header: Option<&[u8]>,
@@ -122,6 +124,7 @@ impl Follower {
         offset: u64,
         data: &[u8],
         chunk_full: bool,
+        keep_first: bool,
     ) -> ReadOutcome {
         let current = header.and_then(|h| WalHeader::parse(h).ok());
         let Some(generation) = self.generation.as_mut() else {
@@ -159,7 +162,11 @@ impl Follower {
                 batch.start = txn.frames.first().map_or(txn.end_offset, |f| f.offset);
             }
             for f in txn.frames {
-                index.insert(f.pgno, f.offset);
+                if keep_first {
+                    index.entry(f.pgno).or_insert(f.offset);
+                } else {
+                    index.insert(f.pgno, f.offset);
+                }
                 batch.pages.insert(f.pgno, f.offset);
             }
             *commit = txn.commit;

@@ -39,6 +39,16 @@ pub enum Mutation {
     NeverRetry,
     /// No checkpoint is ever requested: the WAL grows without bound.
     NeverCheckpoint,
+    /// A failed upload or check is retried at once, without backoff.
+    RetryWithoutBackoff,
+    /// The page index of a WAL generation keeps the first frame of each page instead
+    /// of the newest (full files and growth pages read a stale version).
+    StaleFrameIndex,
+    /// A check that finds nothing under the file's key takes the file as stored.
+    CheckAbsentAsStored,
+    /// The position persisted after an acknowledgement is the newest file cut, not the
+    /// newest durable one.
+    PersistNewestCut,
 }
 
 #[cfg(feature = "mutations")]
@@ -54,6 +64,10 @@ impl Mutation {
         Mutation::PanicOnUnknownCompletion,
         Mutation::NeverRetry,
         Mutation::NeverCheckpoint,
+        Mutation::RetryWithoutBackoff,
+        Mutation::StaleFrameIndex,
+        Mutation::CheckAbsentAsStored,
+        Mutation::PersistNewestCut,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +82,10 @@ impl Mutation {
             Mutation::PanicOnUnknownCompletion => "panic-on-unknown-completion",
             Mutation::NeverRetry => "never-retry",
             Mutation::NeverCheckpoint => "never-checkpoint",
+            Mutation::RetryWithoutBackoff => "retry-without-backoff",
+            Mutation::StaleFrameIndex => "stale-frame-index",
+            Mutation::CheckAbsentAsStored => "check-absent-as-stored",
+            Mutation::PersistNewestCut => "persist-newest-cut",
         }
     }
 }

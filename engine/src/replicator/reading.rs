@@ -67,9 +67,10 @@ impl Replicator {
             (offset, data) = (WAL_HEADER_SIZE, &data[skip..]);
         }
         let before = self.follow.committed_offset();
+        let keep_first = self.mutated(M::StaleFrameIndex);
         match self
             .follow
-            .on_read(header, file_len, offset, data, chunk_full)
+            .on_read(header, file_len, offset, data, chunk_full, keep_first)
         {
             ReadOutcome::More(next) => {
                 self.note_growth(before);

@@ -62,6 +62,7 @@ impl Replicator {
             self.mutated(M::DropFailedUpload),
             self.mutated(M::NeverRetry),
         );
+        let no_backoff = self.mutated(M::RetryWithoutBackoff);
         let Some(e) = self.queue.get_mut(file) else {
             // Mutation: an `expect` on the lookup.
             assert!(!panic_unknown, "upload completion for {file}, not queued");
@@ -83,7 +84,12 @@ impl Replicator {
             }
             UploadResult::Transient(err) | UploadResult::Permanent(err) => {
                 let attempt = e.attempt;
-                let delay = self.backoff.delay(attempt);
+                // Mutation: no backoff.
+                let delay = if no_backoff {
+                    0
+                } else {
+                    self.backoff.delay(attempt)
+                };
                 if let Some(e) = self.queue.get_mut(file) {
                     e.state = State::Ready {
                         not_before: now + delay,
@@ -126,6 +132,8 @@ impl Replicator {
         }
         let panic_unknown = self.mutated(M::PanicOnUnknownCompletion);
         let accept_any = self.mutated(M::AcceptAnyCompletion);
+        let no_backoff = self.mutated(M::RetryWithoutBackoff);
+        let absent_stored = self.mutated(M::CheckAbsentAsStored);
         let Some(e) = self.queue.get_mut(file) else {
             // Mutation: an `expect` on the lookup.
             assert!(!panic_unknown, "check completion for {file}, not queued");
@@ -136,9 +144,15 @@ impl Replicator {
         }
         match result {
             CheckResult::Matches => e.state = State::Stored,
+            // Mutation: nothing there is taken as stored.
+            CheckResult::Absent if absent_stored => e.state = State::Stored,
             CheckResult::Absent => {
                 let attempt = e.attempt;
-                let delay = self.backoff.delay(attempt);
+                let delay = if no_backoff {
+                    0
+                } else {
+                    self.backoff.delay(attempt)
+                };
                 if let Some(e) = self.queue.get_mut(file) {
                     e.state = State::Ready {
                         not_before: now + delay,
@@ -147,7 +161,11 @@ impl Replicator {
             }
             CheckResult::Failed(err) => {
                 let attempt = e.check_attempt;
-                let delay = self.backoff.delay(attempt);
+                let delay = if no_backoff {
+                    0
+                } else {
+                    self.backoff.delay(attempt)
+                };
                 if let Some(e) = self.queue.get_mut(file) {
                     e.state = State::NeedsCheck {
                         not_before: now + delay,
@@ -184,7 +202,16 @@ impl Replicator {
         for e in &done {
             self.out.push_back(Command::Forget { file: e.file });
         }
-        self.out.push_back(Command::Persist(self.durable));
+        // Mutation: the newest file cut is persisted as if durable.
+        let persisted = if self.mutated(M::PersistNewestCut) {
+            self.queue
+                .iter_mut()
+                .last()
+                .map_or(self.durable, |e| e.position)
+        } else {
+            self.durable
+        };
+        self.out.push_back(Command::Persist(persisted));
         self.emit(Event::Durable {
             txid: self.durable.txid,
         });
