@@ -40,6 +40,7 @@ counters! {
     PutLateWrite => "put landed after the client gave up", true;
     PutDuplicateDelivery => "put delivered twice to the store", true;
     Throttled => "throttled (503 SlowDown burst)", true;
+    TornAppend => "torn append ignored (the application died mid-write)", true;
     Outage => "request during a store outage (503)", true;
     Stall => "stalled response", true;
     OutOfOrderCompletion => "completions out of order", true;

@@ -10,7 +10,8 @@
 //! - [`memfs`] the in-memory local files and [`memvfs`] the SQLite VFS over them;
 //! - [`app`] the application on SQLite, [`replica_db`] the replicator's SQLite side,
 //!   [`oracle`] the independent record of every source state, [`pagesum`] its page
-//!   checksums, [`image`] its database images;
+//!   checksums, [`image`] its database images, [`torn_append`] an application that
+//!   died mid-append;
 //! - [`store`] the object store, [`disk`] the local state area;
 //! - [`world`] the event loop (with `world_*`: faults, application, process life, final
 //!   checks), [`shell`] command execution, [`requests`] store traffic (with `startup`
@@ -49,6 +50,7 @@ pub mod shrink;
 mod startup;
 pub mod store;
 pub mod sweep;
+pub mod torn_append;
 pub mod trace;
 pub mod wallclock;
 pub mod world;

@@ -74,6 +74,8 @@ pub enum Mutation {
     EngineCheckAbsentAsStored,
     /// Engine: persists the newest file cut instead of the newest durable one.
     EnginePersistNewestCut,
+    /// Engine: WAL frames accepted whatever their checksum.
+    EngineSkipFrameChecksum,
 }
 
 impl Mutation {
@@ -104,6 +106,7 @@ impl Mutation {
         Mutation::EngineStaleFrameIndex,
         Mutation::EngineCheckAbsentAsStored,
         Mutation::EnginePersistNewestCut,
+        Mutation::EngineSkipFrameChecksum,
     ];
 
     /// The engine's decision point this mutation breaks (`None`: a shell mutation).
@@ -123,6 +126,7 @@ impl Mutation {
             Mutation::EngineStaleFrameIndex => EngineMutation::StaleFrameIndex,
             Mutation::EngineCheckAbsentAsStored => EngineMutation::CheckAbsentAsStored,
             Mutation::EnginePersistNewestCut => EngineMutation::PersistNewestCut,
+            Mutation::EngineSkipFrameChecksum => EngineMutation::SkipFrameChecksum,
             _ => return None,
         })
     }
@@ -155,6 +159,7 @@ impl Mutation {
             Mutation::EngineStaleFrameIndex => "engine-stale-frame-index",
             Mutation::EngineCheckAbsentAsStored => "engine-check-absent-as-stored",
             Mutation::EnginePersistNewestCut => "engine-persist-newest-cut",
+            Mutation::EngineSkipFrameChecksum => "engine-skip-frame-checksum",
         }
     }
 

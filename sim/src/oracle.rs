@@ -75,7 +75,7 @@ fn be32(b: &[u8], at: usize) -> u32 {
 }
 
 /// SQLite's WAL checksum over `data` (a multiple of 8 bytes), continuing (s1, s2).
-fn wal_sum(big_endian: bool, data: &[u8], mut s1: u32, mut s2: u32) -> (u32, u32) {
+pub(crate) fn wal_sum(big_endian: bool, data: &[u8], mut s1: u32, mut s2: u32) -> (u32, u32) {
     for c in data.chunks_exact(8) {
         let (a, b) = if big_endian {
             (be32(c, 0), be32(c, 4))
@@ -321,6 +321,21 @@ impl Oracle {
     }
 
     /// The newest state.
+    /// Where the application's next transaction goes in the generation followed:
+    /// `None` when no WAL generation is known.
+    pub fn append_point(&self) -> Option<crate::torn_append::AppendPoint> {
+        let g = self.generation.as_ref()?;
+        Some(crate::torn_append::AppendPoint {
+            salt1: g.salt1,
+            salt2: g.salt2,
+            big_endian: g.big_endian,
+            offset: g.commit_end,
+            checksum: g.commit_ck,
+            page_size: self.ps,
+            commit: self.commit,
+        })
+    }
+
     pub fn current(&self) -> u32 {
         (self.states.len() - 1) as u32
     }

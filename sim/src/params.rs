@@ -99,6 +99,11 @@ pub struct HostFaults {
     pub torn_write: u32,
     /// Persisting the position fails (ENOSPC, EIO): the process exits.
     pub persist_fail: u32,
+    /// Chance per application operation that the application then dies while
+    /// appending its next transaction: frames after the last commit, the commit frame
+    /// half written (torn_append.rs).
+    #[serde(default)]
+    pub torn_append: u32,
 }
 
 /// Crashes and restarts of the replicator.
@@ -217,6 +222,7 @@ impl Params {
             fsync_lie: maybe(r, 300_000, &[100_000, 500_000]),
             torn_write: maybe(r, 300_000, &[100_000, 500_000]),
             persist_fail: maybe(r, 200_000, &[2_000, 10_000]),
+            torn_append: 0, // drawn last, below
         };
         let crashes = Crashes {
             count: r.pick(&[0, 1, 2, 4, 8]),
@@ -267,6 +273,7 @@ impl Params {
             p.store.outage_ms = r.pick(&[2_000, 5_000, 15_000]);
             p.store.outage_at_ms = r.range(0, p.chaos_ms);
         }
+        p.host.torn_append = maybe(r, 250_000, &[20_000, 100_000]);
         p
     }
 
@@ -432,6 +439,7 @@ impl Params {
         hf.push_str(&on("fsync_lie", h.fsync_lie));
         hf.push_str(&on("torn_write", h.torn_write));
         hf.push_str(&on("persist_fail", h.persist_fail));
+        hf.push_str(&on("torn_append", h.torn_append));
         out.push_str(&format!(
             "host faults:{}\n",
             if hf.is_empty() { " none".into() } else { hf }

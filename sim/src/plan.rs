@@ -120,6 +120,8 @@ pub enum Site {
     Staging,
     Persist,
     Drain,
+    /// After an application operation (torn_append.rs).
+    TornAppend,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,6 +167,12 @@ pub enum Fault {
     /// Kill the replicator right before this command.
     Kill {
         down_ms: u64,
+    },
+    /// The application dies appending a transaction of `frames` frames (torn_append.rs);
+    /// `seed` draws their pages and contents.
+    TornAppend {
+        frames: u32,
+        seed: u64,
     },
 }
 

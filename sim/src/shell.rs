@@ -24,6 +24,7 @@ use crate::plan::{Fault, Site};
 use crate::replica_db::{Pages, read_wal_data, read_wal_head};
 use crate::rng::SplitMix;
 use crate::store::digest;
+use crate::world::MAX_INSTANT_COMMANDS;
 use crate::world::{Completion, Ev, OpKind, Proc, World};
 
 /// A command's trace record: its code and integer fields (at most 5 in all).
@@ -105,6 +106,21 @@ impl World {
                 self.maybe_release();
                 return;
             };
+            let (at, n) = &mut self.instant_commands;
+            if *at != self.now {
+                (*at, *n) = (self.now, 0);
+            }
+            *n += 1;
+            if *n > MAX_INSTANT_COMMANDS {
+                self.fail(
+                    Inv::Liveness,
+                    format!(
+                        "busy loop: {MAX_INSTANT_COMMANDS} commands at one instant of simulated time, the engine never waits (last: {})",
+                        command_text(&cmd)
+                    ),
+                );
+                return;
+            }
             r.idle_timer_at = None;
             if let Some(Fault::Kill { down_ms }) = self.decide(Site::Drain) {
                 self.cov.hit(Cov::CrashInDrain);

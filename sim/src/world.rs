@@ -41,6 +41,12 @@ pub const EPOCH_MS: i64 = 1_767_225_600_000;
 
 /// A run that reaches this many events is stuck (reported as a liveness failure).
 pub const MAX_EVENTS: u64 = 400_000;
+/// Commands the engine may have executed at one instant of simulated time (in one
+/// drain, or in drains of events due at that instant) before the run fails as a busy
+/// loop. Time stands still there, so the event bound would take minutes to see it.
+/// Seeds 0-9999 execute at most 16 462 at one instant (a long WAL read a frame at a
+/// time).
+pub const MAX_INSTANT_COMMANDS: u64 = 100_000;
 
 #[derive(Clone, Debug)]
 pub enum Completion {
@@ -236,6 +242,8 @@ pub struct World {
     pub requests_issued: u64,
     pub max_delivered_seq: u64,
     pub commands: u64,
+    /// Commands executed at the current instant of simulated time: (instant, count).
+    pub instant_commands: (u64, u64),
     pub after_deadline: bool,
     pub idle_cuts: u64,
     pub last_commit_at: u64,
@@ -312,6 +320,7 @@ impl World {
             requests_issued: 0,
             max_delivered_seq: 0,
             commands: 0,
+            instant_commands: (0, 0),
             after_deadline: false,
             idle_cuts: 0,
             last_commit_at: 0,

@@ -3,7 +3,7 @@
 
 use crate::coverage::Cov;
 use crate::invariant::Inv;
-use crate::plan::AppOp;
+use crate::plan::{AppOp, Fault, Site};
 
 use crate::world::*;
 
@@ -46,6 +46,30 @@ impl World {
             }
         }
         self.observe_as(true);
+        self.maybe_torn_append();
+    }
+
+    /// The application may die appending its next transaction (torn_append.rs). Not
+    /// while its long transaction is open: its spilled frames sit where these would go.
+    fn maybe_torn_append(&mut self) {
+        if self.params.host.torn_append == 0 || self.violation.is_some() || self.app.long_open() {
+            return;
+        }
+        let Some(Fault::TornAppend { frames, seed }) = self.decide(Site::TornAppend) else {
+            return;
+        };
+        let (Some(p), Some(wal)) = (self.oracle.append_point(), self.wal.get()) else {
+            return;
+        };
+        wal.write_at(&crate::torn_append::torn_frames(&p, frames, seed), p.offset);
+        self.cov.hit(Cov::TornAppend);
+        self.trace
+            .record(self.now, "torn-append", &[p.offset, u64::from(frames)], &[], || {
+                format!(
+                    "the application died appending {frames} frames at WAL offset {} (commit frame half written)",
+                    p.offset
+                )
+            });
     }
 
     pub(crate) fn note_app_checkpoint(&mut self, mode: crate::plan::CkptMode, busy: bool) {

@@ -145,6 +145,10 @@ impl World {
             Site::Drain => r.chance(p.crashes.in_drain).then(|| Fault::Kill {
                 down_ms: r.range(p.crashes.down_min_ms, p.crashes.down_max_ms),
             }),
+            Site::TornAppend => r.chance(h.torn_append).then(|| Fault::TornAppend {
+                frames: r.range(1, 4) as u32,
+                seed: r.u64(),
+            }),
         }
     }
 }

@@ -50,6 +50,15 @@ pub enum ReadOutcome {
     },
 }
 
+/// Deliberately broken following (the replicator's mutations, mutation.rs).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Broken {
+    /// `StaleFrameIndex`: the page index keeps each page's first frame, not its newest.
+    pub keep_first_frame: bool,
+    /// `SkipFrameChecksum`: frames are accepted whatever their checksum.
+    pub skip_frame_checksum: bool,
+}
+
 #[derive(Default)]
 pub struct Follower {
     pub generation: Option<Generation>,
@@ -115,8 +124,7 @@ impl Follower {
     }
 
     /// Consumes one read. `header` is the WAL's first 32 bytes as read now.
-    /// `keep_first` is the `StaleFrameIndex` mutation (mutation.rs): the index keeps
-    /// each page's first frame instead of its newest (always `false` in production).
+    /// `broken` holds the follower's mutations (mutation.rs; all off in production).
     pub fn on_read(
         &mut self,
         header: Option<&[u8]>,
@@ -124,7 +132,7 @@ impl Follower {
         offset: u64,
         data: &[u8],
         chunk_full: bool,
-        keep_first: bool,
+        broken: Broken,
     ) -> ReadOutcome {
         let current = header.and_then(|h| WalHeader::parse(h).ok());
         let Some(generation) = self.generation.as_mut() else {
@@ -157,6 +165,8 @@ impl Follower {
         let resume_found = &mut self.resume_found;
         let index = &mut generation.index;
         let commit = &mut generation.commit;
+        let keep_first = broken.keep_first_frame;
+        generation.scanner.skip_checksum = broken.skip_frame_checksum;
         let stop = generation.scanner.feed(data, &mut |txn| {
             if batch.txns == 0 {
                 batch.start = txn.frames.first().map_or(txn.end_offset, |f| f.offset);

@@ -31,7 +31,7 @@ use crate::ltx::{self, FLAG_NO_CHECKSUM, Header};
 use crate::spec::{FileSpec, PageSet, PageSource};
 use crate::time::Now;
 use crate::wal::{WAL_HEADER_SIZE, WalChange, WalHeader};
-use follow::{Follower, ReadOutcome};
+use follow::{Broken, Follower, ReadOutcome};
 use mutation::Mutation as M;
 use queue::{Entry, Queue, State};
 

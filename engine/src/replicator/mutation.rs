@@ -49,6 +49,9 @@ pub enum Mutation {
     /// The position persisted after an acknowledgement is the newest file cut, not the
     /// newest durable one.
     PersistNewestCut,
+    /// WAL frames are accepted whatever their checksum: a commit frame the application
+    /// only half wrote before dying is taken as a commit.
+    SkipFrameChecksum,
 }
 
 #[cfg(feature = "mutations")]
@@ -68,6 +71,7 @@ impl Mutation {
         Mutation::StaleFrameIndex,
         Mutation::CheckAbsentAsStored,
         Mutation::PersistNewestCut,
+        Mutation::SkipFrameChecksum,
     ];
 
     pub fn name(self) -> &'static str {
@@ -86,6 +90,7 @@ impl Mutation {
             Mutation::StaleFrameIndex => "stale-frame-index",
             Mutation::CheckAbsentAsStored => "check-absent-as-stored",
             Mutation::PersistNewestCut => "persist-newest-cut",
+            Mutation::SkipFrameChecksum => "skip-frame-checksum",
         }
     }
 }

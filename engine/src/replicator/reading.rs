@@ -67,10 +67,13 @@ impl Replicator {
             (offset, data) = (WAL_HEADER_SIZE, &data[skip..]);
         }
         let before = self.follow.committed_offset();
-        let keep_first = self.mutated(M::StaleFrameIndex);
+        let broken = Broken {
+            keep_first_frame: self.mutated(M::StaleFrameIndex),
+            skip_frame_checksum: self.mutated(M::SkipFrameChecksum),
+        };
         match self
             .follow
-            .on_read(header, file_len, offset, data, chunk_full, keep_first)
+            .on_read(header, file_len, offset, data, chunk_full, broken)
         {
             ReadOutcome::More(next) => {
                 self.note_growth(before);

@@ -117,6 +117,10 @@ pub struct WalScanner {
     /// Running checksum of the current frame (valid once its header is
     /// complete).
     stream: ChecksumStream,
+    /// Accept frames whose checksum does not match: the replicator's
+    /// `SkipFrameChecksum` mutation (replicator/mutation.rs), for the simulator
+    /// only. Always false otherwise.
+    pub skip_checksum: bool,
 }
 
 impl WalScanner {
@@ -142,6 +146,7 @@ impl WalScanner {
             pending: Vec::new(),
             pending_offset: committed_offset,
             pending_checksum: checksum,
+            skip_checksum: false,
             filled: 0,
             frame_header: [0; FH],
             stream: ChecksumStream::default(),
@@ -269,7 +274,7 @@ impl WalScanner {
         let offset = self.pending_offset;
         self.filled = 0;
         let sum = self.stream.sum();
-        if sum != (c1, c2) {
+        if sum != (c1, c2) && !self.skip_checksum {
             return Some(ScanStop::ChecksumMismatch { offset });
         }
         self.pending.push(FrameRef { offset, pgno });
