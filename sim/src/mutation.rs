@@ -46,6 +46,9 @@ pub enum Mutation {
     LostCompletion,
     /// The shell panics on its 50th command.
     PanicInShell,
+    /// A WAL read made while the database's connection is released is taken as
+    /// unchanged whatever it shows: the shell never takes the lock again to wake.
+    ReleaseIgnoresChange,
     /// Engine: checkpoints before every frame it folds is durable remotely.
     EngineCheckpointBeforeDurable,
     /// Engine: no WAL salt check (a reset is continued, never answered with a full file).
@@ -92,6 +95,7 @@ impl Mutation {
         Mutation::DoublePut,
         Mutation::LostCompletion,
         Mutation::PanicInShell,
+        Mutation::ReleaseIgnoresChange,
         Mutation::EngineCheckpointBeforeDurable,
         Mutation::EngineSkipSaltCheck,
         Mutation::EngineDropFailedUpload,
@@ -145,6 +149,7 @@ impl Mutation {
             Mutation::DoublePut => "double-put",
             Mutation::LostCompletion => "lost-completion",
             Mutation::PanicInShell => "panic-in-shell",
+            Mutation::ReleaseIgnoresChange => "release-ignores-change",
             Mutation::EngineCheckpointBeforeDurable => "engine-checkpoint-before-durable",
             Mutation::EngineSkipSaltCheck => "engine-skip-salt-check",
             Mutation::EngineDropFailedUpload => "engine-drop-failed-upload",

@@ -307,7 +307,9 @@ impl World {
         let Proc::Running(r) = &mut self.proc else {
             return;
         };
+        let ignore_change = self.mutation == Some(Mutation::ReleaseIgnoresChange);
         if r.db.is_none()
+            && !ignore_change
             && !r
                 .release
                 .decisions
