@@ -56,7 +56,7 @@ impl ReadSignature {
 }
 
 /// One database's release state. Times are the shell's monotonic milliseconds.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Release {
     /// Quiescent this long (after the first quiescence) means released; `None`: never.
     after_ms: Option<u64>,
@@ -69,13 +69,29 @@ pub struct Release {
     woke: bool,
     /// Keeps its connection for good (see [`PIN_ABOVE_BYTES`]).
     pinned: bool,
+    /// The pin threshold: [`PIN_ABOVE_BYTES`] unless [`Release::with_pin_above`].
+    pin_above_bytes: u64,
 }
 
 impl Release {
     pub fn new(after_ms: Option<u64>) -> Release {
         Release {
             after_ms,
-            ..Release::default()
+            last_locked_read: None,
+            quiet_since_ms: None,
+            released_before: false,
+            woke: false,
+            pinned: false,
+            pin_above_bytes: PIN_ABOVE_BYTES,
+        }
+    }
+
+    /// The same policy with another pin threshold (the simulator's databases are far
+    /// smaller than [`PIN_ABOVE_BYTES`], so it draws small ones to reach the pin).
+    pub fn with_pin_above(self, bytes: u64) -> Release {
+        Release {
+            pin_above_bytes: bytes,
+            ..self
         }
     }
 
@@ -111,7 +127,7 @@ impl Release {
         if !self.woke || self.pinned {
             return None;
         }
-        self.pinned = db_bytes > PIN_ABOVE_BYTES;
+        self.pinned = db_bytes > self.pin_above_bytes;
         Some(self.pinned)
     }
 
@@ -209,6 +225,23 @@ mod tests {
             "large: pinned"
         );
         assert_eq!(s.on_whole_file(PIN_ABOVE_BYTES + 1), None, "reported once");
+        assert!(!s.should_release(true, 0));
+    }
+
+    #[test]
+    fn the_pin_threshold_can_be_lowered() {
+        let mut s = Release::new(Some(0)).with_pin_above(4096);
+        s.released();
+        s.woke();
+        assert_eq!(
+            s.on_whole_file(4096),
+            Some(false),
+            "at the threshold: stays"
+        );
+        assert!(s.should_release(true, 0));
+        s.released();
+        s.woke();
+        assert_eq!(s.on_whole_file(8192), Some(true), "above it: pinned");
         assert!(!s.should_release(true, 0));
     }
 

@@ -62,6 +62,7 @@ counters! {
     IdleReleased => "idle database released (connection closed)", true;
     IdleWoke => "released database woke on a change", true;
     IdleWokeToSnapshot => "wake found the WAL restarted (whole-database file)", true;
+    IdlePinned => "that wake pinned the database (keeps it open)", true;
     DiffedWholeFile => "whole-database file built as the pages that changed", true;
     ShippedWhenQuiet => "batch shipped when the writer went quiet", true;
     AttachBusy => "taking the lock again was busy (retried)", true;

@@ -154,6 +154,11 @@ pub struct Params {
     /// (`watch --ship-when-quiet`; 0: at ticks only).
     #[serde(default)]
     pub quiet_ship_ms: u64,
+    /// A wake that ships a whole-database file pins a database above this many bytes
+    /// (`walvault_engine::release::PIN_ABOVE_BYTES` when `None`: 64 MiB, which no
+    /// simulated database reaches).
+    #[serde(default)]
+    pub release_pin_above: Option<u64>,
 }
 
 fn maybe(r: &mut Stream, on_ppm: u32, rates: &[u32]) -> u32 {
@@ -256,6 +261,7 @@ impl Params {
             losses: if lossy { r.range(1, 3) as u32 } else { 0 },
             release_idle_ms: None,
             quiet_ship_ms: 0,
+            release_pin_above: None,
         };
         // TRUNCATE is the brake for a WAL that PASSIVE checkpoints cannot keep short.
         let frame = u64::from(page_size) + 24;
@@ -274,6 +280,11 @@ impl Params {
             p.store.outage_at_ms = r.range(0, p.chaos_ms);
         }
         p.host.torn_append = maybe(r, 250_000, &[20_000, 100_000]);
+        // And last: a third of the seeds that release pin a database after a costly
+        // wake, at sizes the simulated databases reach.
+        if p.release_idle_ms.is_some() && r.chance(333_333) {
+            p.release_pin_above = Some(r.pick(&[0, 16 << 10, 64 << 10, 256 << 10]));
+        }
         p
     }
 
@@ -444,9 +455,10 @@ impl Params {
             "host faults:{}\n",
             if hf.is_empty() { " none".into() } else { hf }
         ));
-        out.push_str(&match self.release_idle_ms {
-            Some(ms) => format!("idle release: after {ms}ms\n"),
-            None => "idle release: never\n".to_string(),
+        out.push_str(&match (self.release_idle_ms, self.release_pin_above) {
+            (Some(ms), Some(b)) => format!("idle release: after {ms}ms, pinned above {b}B\n"),
+            (Some(ms), None) => format!("idle release: after {ms}ms\n"),
+            (None, _) => "idle release: never\n".to_string(),
         });
         out.push_str(&format!("ship when quiet: {}ms\n", self.quiet_ship_ms));
         out.push_str(&format!(

@@ -24,9 +24,13 @@ pub struct ReleaseState {
 }
 
 impl ReleaseState {
-    pub fn new(after_ms: Option<u64>) -> ReleaseState {
+    pub fn new(after_ms: Option<u64>, pin_above: Option<u64>) -> ReleaseState {
+        let decisions = Release::new(after_ms);
         ReleaseState {
-            decisions: Release::new(after_ms),
+            decisions: match pin_above {
+                Some(bytes) => decisions.with_pin_above(bytes),
+                None => decisions,
+            },
             retry_read: None,
         }
     }

@@ -646,8 +646,11 @@ impl World {
             }
             Event::SnapshotStarted { reason, pages, .. } => {
                 let bytes = u64::from(pages) * u64::from(self.params.page_size);
-                if r.release.decisions.on_whole_file(bytes).is_some() {
+                if let Some(pinned) = r.release.decisions.on_whole_file(bytes) {
                     self.cov.hit(Cov::IdleWokeToSnapshot);
+                    if pinned {
+                        self.cov.hit(Cov::IdlePinned);
+                    }
                 }
                 match reason {
                     SnapshotReason::NoResumePoint => self.cov.hit(Cov::SnapshotNoResume),

@@ -143,7 +143,10 @@ impl World {
         self.proc = Proc::Running(Box::new(Running {
             engine,
             db: Some(s.db),
-            release: crate::release::ReleaseState::new(self.params.release_idle_ms),
+            release: crate::release::ReleaseState::new(
+                self.params.release_idle_ms,
+                self.params.release_pin_above,
+            ),
             staged: Default::default(),
             sums: None,
             stopping: false,
