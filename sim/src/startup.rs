@@ -164,9 +164,13 @@ impl World {
         let reported_before = self.cov.get(Cov::RemoteBehind);
         self.drain();
         let behind = self.cov.get(Cov::RemoteBehind) > reported_before;
+        // A crash inside the drain can come before the shell reached the report: the
+        // local position and the store are unchanged, so the next start (or the final
+        // check's fresh engine) has to report it instead.
+        let survived = matches!(self.proc, Proc::Running(_));
         let local_txid = local.map_or(0, |l| l.txid);
         if self.params.lossy {
-            if local_txid > truth_max && local_txid > tip.max_txid && !behind {
+            if local_txid > truth_max && local_txid > tip.max_txid && !behind && survived {
                 self.fail(
                     Inv::Detection,
                     format!(
