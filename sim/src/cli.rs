@@ -239,8 +239,29 @@ fn run_one(plan: Plan, quiet: bool, common: &Common, check: bool, keep: bool) ->
     (r, same)
 }
 
+/// A reader that goes away (`walvault-sim params --seed 3 | grep -q ...`) ends the
+/// process quietly, as it does other Unix tools, instead of a panic with a backtrace
+/// from `println!` (Rust starts with SIGPIPE ignored).
+fn exit_quietly_on_closed_stdout() {
+    #[cfg(unix)]
+    {
+        use std::ffi::c_int;
+        unsafe extern "C" {
+            fn signal(signum: c_int, handler: usize) -> usize;
+        }
+        const SIGPIPE: c_int = 13;
+        const SIG_DFL: usize = 0;
+        // SAFETY: restores the default disposition of one signal, before any other
+        // thread or child process exists.
+        unsafe {
+            signal(SIGPIPE, SIG_DFL);
+        }
+    }
+}
+
 pub fn main() -> ExitCode {
     crate::malloc::keep_freed_memory();
+    exit_quietly_on_closed_stdout();
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Run {
