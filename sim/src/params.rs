@@ -285,6 +285,14 @@ impl Params {
         if p.release_idle_ms.is_some() && r.chance(333_333) {
             p.release_pin_above = Some(r.pick(&[0, 16 << 10, 64 << 10, 256 << 10]));
         }
+        // And last: half the seeds with duplicate completions duplicate half of them.
+        // I5's mutations are only caught when a copy of a failure lands while the
+        // retry of the same file is in flight; at 2-10 % few seeds ever see that
+        // (delays of seconds instead were tried: the copies then land after the file is
+        // done and catch fewer).
+        if p.host.dup_completion > 0 && r.chance(500_000) {
+            p.host.dup_completion = 500_000;
+        }
         p
     }
 

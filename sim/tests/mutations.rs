@@ -5,9 +5,11 @@
 //! that the seeds now draw other scenarios (the idle-release parameter, added later,
 //! changed the plans of most seeds and moved four bounds by one or two seeds; the
 //! ship-when-quiet parameter changed every seed's timing and moved the two I5 bounds,
-//! whose mutations are caught in only 6-10 % of seeds, from 4 to 16 and 9; looks due a
+//! whose mutations were caught in few seeds, from 4 to 16 and 9; looks due a
 //! quiet period after the last write, decision 24 amended, moved the second to 12; the
-//! store outage and the torn append, each drawn in a quarter of the seeds, moved none).
+//! store outage and the torn append, each drawn in a quarter of the seeds, moved none;
+//! duplicating half of all completions in a fifth of the seeds brought both I5 bounds
+//! down to 2 and moved release-ignores-change from 3 to 7).
 //! Two tables: mutations of the simulated shell, and mutations of the real engine at
 //! its decision points (walvault-engine's `mutations` feature).
 
@@ -30,13 +32,13 @@ const TABLE: &[(Mutation, &[Inv], u64)] = &[
         1,
     ),
     (Mutation::CheckpointOnLock, &[Inv::Checkpoint], 3),
-    (Mutation::DuplicateResend, &[Inv::Duplicate], 16),
+    (Mutation::DuplicateResend, &[Inv::Duplicate], 2),
     (Mutation::DoublePut, &[Inv::Bounds], 2),
     (Mutation::PanicInShell, &[Inv::Panic], 1),
     (Mutation::LostCompletion, &[Inv::Liveness], 2),
     // Caught by I8's bound on commands at one instant (a busy loop), the only check
     // that sees it: no byte is lost, the replicator just never waits again.
-    (Mutation::ReleaseIgnoresChange, &[Inv::Liveness], 3),
+    (Mutation::ReleaseIgnoresChange, &[Inv::Liveness], 7),
 ];
 
 /// The same for the engine's own mutation points (engine/src/replicator/mutation.rs):
@@ -51,7 +53,7 @@ const ENGINE_TABLE: &[(Mutation, &[Inv], u64)] = &[
         &[Inv::Checkpoint],
         1,
     ),
-    (Mutation::EngineAcceptAnyCompletion, &[Inv::Duplicate], 12),
+    (Mutation::EngineAcceptAnyCompletion, &[Inv::Duplicate], 2),
     (Mutation::EngineIgnoreWindow, &[Inv::Bounds], 2),
     (Mutation::EnginePanicOnUnknownCompletion, &[Inv::Panic], 2),
     (Mutation::EngineNeverRetry, &[Inv::Liveness], 2),
