@@ -320,7 +320,6 @@ impl Oracle {
         }
     }
 
-    /// The newest state.
     /// Where the application's next transaction goes in the generation followed:
     /// `None` when no WAL generation is known.
     pub fn append_point(&self) -> Option<crate::torn_append::AppendPoint> {
@@ -336,6 +335,7 @@ impl Oracle {
         })
     }
 
+    /// The newest state.
     pub fn current(&self) -> u32 {
         (self.states.len() - 1) as u32
     }

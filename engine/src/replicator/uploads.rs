@@ -62,7 +62,6 @@ impl Replicator {
             self.mutated(M::DropFailedUpload),
             self.mutated(M::NeverRetry),
         );
-        let no_backoff = self.mutated(M::RetryWithoutBackoff);
         let Some(e) = self.queue.get_mut(file) else {
             // Mutation: an `expect` on the lookup.
             assert!(!panic_unknown, "upload completion for {file}, not queued");
@@ -84,12 +83,7 @@ impl Replicator {
             }
             UploadResult::Transient(err) | UploadResult::Permanent(err) => {
                 let attempt = e.attempt;
-                // Mutation: no backoff.
-                let delay = if no_backoff {
-                    0
-                } else {
-                    self.backoff.delay(attempt)
-                };
+                let delay = self.retry_delay(attempt);
                 if let Some(e) = self.queue.get_mut(file) {
                     e.state = State::Ready {
                         not_before: now + delay,
@@ -132,7 +126,6 @@ impl Replicator {
         }
         let panic_unknown = self.mutated(M::PanicOnUnknownCompletion);
         let accept_any = self.mutated(M::AcceptAnyCompletion);
-        let no_backoff = self.mutated(M::RetryWithoutBackoff);
         let absent_stored = self.mutated(M::CheckAbsentAsStored);
         let Some(e) = self.queue.get_mut(file) else {
             // Mutation: an `expect` on the lookup.
@@ -148,11 +141,7 @@ impl Replicator {
             CheckResult::Absent if absent_stored => e.state = State::Stored,
             CheckResult::Absent => {
                 let attempt = e.attempt;
-                let delay = if no_backoff {
-                    0
-                } else {
-                    self.backoff.delay(attempt)
-                };
+                let delay = self.retry_delay(attempt);
                 if let Some(e) = self.queue.get_mut(file) {
                     e.state = State::Ready {
                         not_before: now + delay,
@@ -161,11 +150,7 @@ impl Replicator {
             }
             CheckResult::Failed(err) => {
                 let attempt = e.check_attempt;
-                let delay = if no_backoff {
-                    0
-                } else {
-                    self.backoff.delay(attempt)
-                };
+                let delay = self.retry_delay(attempt);
                 if let Some(e) = self.queue.get_mut(file) {
                     e.state = State::NeedsCheck {
                         not_before: now + delay,
@@ -188,6 +173,14 @@ impl Replicator {
             }
         }
         self.advance_durable();
+    }
+
+    /// How long a file waits before the next attempt after its `attempt`-th failure.
+    fn retry_delay(&mut self, attempt: u32) -> u64 {
+        if self.mutated(M::RetryWithoutBackoff) {
+            return 0; // Mutation: no backoff.
+        }
+        self.backoff.delay(attempt)
     }
 
     pub(super) fn advance_durable(&mut self) {
