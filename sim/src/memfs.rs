@@ -202,10 +202,17 @@ impl MemFile {
     pub fn write_at(&self, data: &[u8], offset: u64) {
         let mut g = self.inner();
         let at = offset as usize;
-        if g.data.len() < at + data.len() {
-            g.data.resize(at + data.len(), 0);
+        // Appends (most writes: WAL frames, a growing database) extend the buffer
+        // instead of zero-filling it and then overwriting the zeros.
+        let old_len = g.data.len();
+        if at >= old_len {
+            g.data.resize(at, 0);
+            g.data.extend_from_slice(data);
+        } else {
+            let inside = data.len().min(old_len - at);
+            g.data[at..at + inside].copy_from_slice(&data[..inside]);
+            g.data.extend_from_slice(&data[inside..]);
         }
-        g.data[at..at + data.len()].copy_from_slice(data);
         g.writes += 1;
         g.modified_ms = now_ms();
     }
@@ -404,6 +411,20 @@ mod tests {
         f.shm_unmap(1);
         f.shm_unmap(2);
         assert_eq!(f.shm_map(1, 0, 32768, false), None);
+    }
+
+    #[test]
+    fn writes_fill_gaps_overwrite_and_extend_like_pwrite() {
+        let p = "/walvault-memfs-test/w";
+        let f = open_or_create(p);
+        f.write_at(b"ab", 3); // gap: zeros before
+        f.write_at(b"XYZW", 4); // half inside, half beyond the end
+        f.write_at(b"q", 1); // inside
+        f.write_at(b"end", 8); // exactly at the end
+        let mut b = [9u8; 12];
+        assert_eq!(f.read_at(&mut b, 0).expect("read"), 11);
+        assert_eq!(&b[..11], b"\0q\0aXYZWend");
+        delete(p);
     }
 
     #[test]

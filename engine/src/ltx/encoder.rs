@@ -31,6 +31,9 @@ pub struct Encoder<W: Write> {
     index: Vec<u8>,
     /// Compressed page buffer, sized once.
     cbuf: Vec<u8>,
+    /// LZ4's match table, allocated once per file instead of once per page (the
+    /// 16-bit one; a 64 KiB page upgrades it on first use).
+    table: lz4_flex::block::CompressTable,
     /// Running database checksum (snapshots with checksums only): the trailer's
     /// post-apply checksum must equal it.
     db_checksum: Option<DbChecksum>,
@@ -60,6 +63,7 @@ impl<W: Write> Encoder<W> {
             deferred: None,
             index: Vec::new(),
             cbuf: vec![0u8; max_compressed_size(header.page_size as usize)],
+            table: lz4_flex::block::CompressTable::small(),
             db_checksum: (header.is_snapshot() && !header.no_checksum()).then(DbChecksum::new),
             poisoned: false,
         })
@@ -129,7 +133,7 @@ impl<W: Write> Encoder<W> {
             return Err(e);
         }
 
-        let n = lz4_flex::block::compress_into(data, &mut self.cbuf)
+        let n = lz4_flex::block::compress_into_with_table(data, &mut self.cbuf, &mut self.table)
             .map_err(|e| LtxError::Corrupt(format!("LZ4 compression failed: {e}")))?;
         let block = self
             .cbuf
