@@ -158,8 +158,8 @@ fn reproduce_line(plan: &Plan, from_file: Option<&PathBuf>) -> String {
 
 fn print_verdict(r: &RunReport, reproduce: &str, save: Option<&PathBuf>) {
     println!(
-        "events: {}, simulated time: {} ms, files cut: {}, trace: {}",
-        r.events, r.sim_ms, r.files, r.trace_hash
+        "events: {} ({} trace records), simulated time: {} ms, files cut: {}, trace: {}",
+        r.events, r.trace_records, r.sim_ms, r.files, r.trace_hash
     );
     for w in &r.warnings {
         println!("warning: {w}");

@@ -26,6 +26,8 @@ pub struct SeedResult {
     #[serde(default)]
     pub detail: Option<String>,
     pub events: u64,
+    #[serde(default)]
+    pub trace_records: u64,
     pub sim_ms: u64,
     pub files: u64,
     pub hash: String,
@@ -66,6 +68,7 @@ pub fn run_seed(
         inv: r.violation.as_ref().map(|v| v.inv.name().to_string()),
         detail: r.violation.as_ref().map(|v| v.to_string()),
         events: r.events,
+        trace_records: r.trace_records,
         sim_ms: r.sim_ms,
         files: r.files,
         hash: r.trace_hash.clone(),
@@ -162,12 +165,14 @@ impl Summary {
         let secs = self.wall_ms as f64 / 1000.0;
         let rate = if secs > 0.0 { n as f64 / secs } else { 0.0 };
         let events: u64 = self.results.iter().map(|r| r.events).sum();
+        let records: u64 = self.results.iter().map(|r| r.trace_records).sum();
         let files: u64 = self.results.iter().map(|r| r.files).sum();
         s.push_str(&format!(
-            "sweep: {n} seeds in {secs:.1} s with {} jobs: {rate:.1} seeds/s, {:.1} seeds/s per core; {} events/seed, {} files/seed on average\n",
+            "sweep: {n} seeds in {secs:.1} s with {} jobs: {rate:.1} seeds/s, {:.1} seeds/s per core; {} events/seed ({} trace records), {} files/seed on average\n",
             self.jobs,
             rate / self.jobs.max(1) as f64,
             events / n.max(1),
+            records / n.max(1),
             files / n.max(1),
         ));
         let fails = self.failures();

@@ -197,7 +197,12 @@ pub struct RunReport {
     pub violation: Option<Violation>,
     pub warnings: Vec<Violation>,
     pub trace_hash: String,
+    /// Events taken from the queue (timers, application operations, request legs,
+    /// completions, crashes).
     pub events: u64,
+    /// Records of the canonical trace: the queue's events and everything they set off
+    /// (engine commands, source states, store writes), one line each in `run`.
+    pub trace_records: u64,
     pub sim_ms: u64,
     pub coverage: Coverage,
     pub plan: Plan,
