@@ -65,6 +65,8 @@ counters! {
     IdlePinned => "that wake pinned the database (keeps it open)", true;
     DiffedWholeFile => "whole-database file built as the pages that changed", true;
     ShippedWhenQuiet => "batch shipped when the writer went quiet", true;
+    StatFuture => "WAL stat: modified in the future (clock step)", true;
+    StatMissedWrite => "WAL stat: a coarse mtime hid a write", true;
     AttachBusy => "taking the lock again was busy (retried)", true;
     AppCheckpointPassive => "app checkpoint PASSIVE", true;
     AppCheckpointFull => "app checkpoint FULL", true;

@@ -12,7 +12,8 @@
 //!   [`oracle`] the independent record of every source state, [`pagesum`] its page
 //!   checksums, [`image`] its database images, [`torn_append`] an application that
 //!   died mid-append;
-//! - [`store`] the object store, [`disk`] the local state area;
+//! - [`store`] the object store, [`disk`] the local state area, [`wal_stat`] what a
+//!   stat of the WAL reports;
 //! - [`world`] the event loop (with `world_*`: faults, application, process life, final
 //!   checks), [`shell`] command execution, [`requests`] store traffic (with `startup`
 //!   and `completions`);
@@ -52,6 +53,7 @@ pub mod store;
 pub mod sweep;
 pub mod torn_append;
 pub mod trace;
+pub mod wal_stat;
 pub mod wallclock;
 pub mod world;
 mod world_app;

@@ -106,6 +106,28 @@ pub struct HostFaults {
     pub torn_append: u32,
 }
 
+/// The host's view of the WAL's modification time, which a look (`Command::StatWal`)
+/// reads: production's stat gives the file system's mtime, in its granularity, by a
+/// clock that may have stepped since the write. Both zero: exact (the stamp changes
+/// with every write, the idle time is true).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatClock {
+    /// Modification times are whole multiples of this (coarse file systems: 1-2 s;
+    /// ext4's are a clock tick). Writes within one step leave the stamp unchanged.
+    pub granularity_ms: u64,
+    /// Modification times read this far ahead of the clock the idle time is measured
+    /// with (positive: a write "in the future" after the clock stepped back, which
+    /// production's stat takes as just now) or behind it (negative: the clock stepped
+    /// forward, the WAL looks idle for longer than it was).
+    pub skew_ms: i64,
+}
+
+impl StatClock {
+    pub fn exact(&self) -> bool {
+        self.granularity_ms == 0 && self.skew_ms == 0
+    }
+}
+
 /// Crashes and restarts of the replicator.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Crashes {
@@ -159,6 +181,9 @@ pub struct Params {
     /// simulated database reaches).
     #[serde(default)]
     pub release_pin_above: Option<u64>,
+    /// What the WAL's stat reports (exact when `StatClock::exact`).
+    #[serde(default)]
+    pub stat_clock: StatClock,
 }
 
 fn maybe(r: &mut Stream, on_ppm: u32, rates: &[u32]) -> u32 {
@@ -262,6 +287,7 @@ impl Params {
             release_idle_ms: None,
             quiet_ship_ms: 0,
             release_pin_above: None,
+            stat_clock: StatClock::default(),
         };
         // TRUNCATE is the brake for a WAL that PASSIVE checkpoints cannot keep short.
         let frame = u64::from(page_size) + 24;
@@ -292,6 +318,15 @@ impl Params {
         // done and catch fewer).
         if p.host.dup_completion > 0 && r.chance(500_000) {
             p.host.dup_completion = 500_000;
+        }
+        // And last: a third of the seeds see the WAL's modification time coarse or off
+        // by a clock step, or both (only looks read it, so only seeds that ship when
+        // quiet can notice).
+        if r.chance(333_333) {
+            p.stat_clock = StatClock {
+                granularity_ms: r.pick(&[0, 10, 1_000, 2_000]),
+                skew_ms: r.pick(&[-5_000, -300, 0, 300, 5_000, 60_000]),
+            };
         }
         p
     }
@@ -469,6 +504,12 @@ impl Params {
             (None, _) => "idle release: never\n".to_string(),
         });
         out.push_str(&format!("ship when quiet: {}ms\n", self.quiet_ship_ms));
+        if !self.stat_clock.exact() {
+            out.push_str(&format!(
+                "WAL stat: mtime granularity {}ms, skew {}ms\n",
+                self.stat_clock.granularity_ms, self.stat_clock.skew_ms
+            ));
+        }
         out.push_str(&format!(
             "crashes: {} at boundaries, in_drain={}, clean={}, down {}..{}ms; lossy={}{}",
             c.count,

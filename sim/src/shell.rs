@@ -24,6 +24,7 @@ use crate::plan::{Fault, Site};
 use crate::replica_db::{Pages, read_wal_data, read_wal_head};
 use crate::rng::SplitMix;
 use crate::store::digest;
+use crate::wal_stat;
 use crate::world::MAX_INSTANT_COMMANDS;
 use crate::world::{Completion, Ev, OpKind, Proc, World};
 
@@ -159,10 +160,29 @@ impl World {
             Command::ReadWal { offset, max_len } => self.exec_read_wal(offset, max_len),
             Command::StatWal => {
                 let now = self.now();
-                let (len, stamp, idle_ms) = self.wal.get().map_or((0, 0, 0), |f| {
-                    let idle = now.mono_ms.saturating_sub(f.modified_ms());
-                    (f.len(), f.stamp(), idle)
-                });
+                let (len, stamp, idle_ms) = match self.wal.get() {
+                    None => (0, 0, 0),
+                    Some(f) => {
+                        let writes = f.stamp();
+                        let s = wal_stat::stat(
+                            &self.params.stat_clock,
+                            now.mono_ms,
+                            f.modified_ms(),
+                            writes,
+                        );
+                        if s.future {
+                            self.cov.hit(Cov::StatFuture);
+                        }
+                        if let Some((w, st)) = self.last_wal_stat
+                            && w != writes
+                            && st == s.stamp
+                        {
+                            self.cov.hit(Cov::StatMissedWrite);
+                        }
+                        self.last_wal_stat = Some((writes, s.stamp));
+                        (f.len(), s.stamp, s.idle_ms)
+                    }
+                };
                 if let Proc::Running(r) = &mut self.proc {
                     r.engine.handle(
                         now,

@@ -249,6 +249,8 @@ pub struct World {
     pub commands: u64,
     /// Commands executed at the current instant of simulated time: (instant, count).
     pub instant_commands: (u64, u64),
+    /// The last stat of the WAL: (writes it had seen, the stamp it reported).
+    pub last_wal_stat: Option<(u64, u64)>,
     pub after_deadline: bool,
     pub idle_cuts: u64,
     pub last_commit_at: u64,
@@ -326,6 +328,7 @@ impl World {
             max_delivered_seq: 0,
             commands: 0,
             instant_commands: (0, 0),
+            last_wal_stat: None,
             after_deadline: false,
             idle_cuts: 0,
             last_commit_at: 0,
