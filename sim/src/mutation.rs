@@ -79,6 +79,8 @@ pub enum Mutation {
     EnginePersistNewestCut,
     /// Engine: WAL frames accepted whatever their checksum.
     EngineSkipFrameChecksum,
+    /// Engine: quiet spells ship without the half-interval spacing.
+    EngineQuietShipUnspaced,
 }
 
 impl Mutation {
@@ -111,6 +113,7 @@ impl Mutation {
         Mutation::EngineCheckAbsentAsStored,
         Mutation::EnginePersistNewestCut,
         Mutation::EngineSkipFrameChecksum,
+        Mutation::EngineQuietShipUnspaced,
     ];
 
     /// The engine's decision point this mutation breaks (`None`: a shell mutation).
@@ -131,6 +134,7 @@ impl Mutation {
             Mutation::EngineCheckAbsentAsStored => EngineMutation::CheckAbsentAsStored,
             Mutation::EnginePersistNewestCut => EngineMutation::PersistNewestCut,
             Mutation::EngineSkipFrameChecksum => EngineMutation::SkipFrameChecksum,
+            Mutation::EngineQuietShipUnspaced => EngineMutation::QuietShipUnspaced,
             _ => return None,
         })
     }
@@ -165,6 +169,7 @@ impl Mutation {
             Mutation::EngineCheckAbsentAsStored => "engine-check-absent-as-stored",
             Mutation::EnginePersistNewestCut => "engine-persist-newest-cut",
             Mutation::EngineSkipFrameChecksum => "engine-skip-frame-checksum",
+            Mutation::EngineQuietShipUnspaced => "engine-quiet-ship-unspaced",
         }
     }
 

@@ -662,6 +662,7 @@ impl World {
                         return;
                     }
                     r.last_cut_max = file.max_txid;
+                    r.last_cut_at = Some(self.now);
                 }
             }
             Event::SnapshotStarted { reason, pages, .. } => {
@@ -679,7 +680,24 @@ impl World {
                 }
             }
             Event::Resumed { .. } => self.cov.hit(Cov::Resumed),
-            Event::ShippedWhenQuiet { .. } => self.cov.hit(Cov::ShippedWhenQuiet),
+            Event::ShippedWhenQuiet { .. } => {
+                self.cov.hit(Cov::ShippedWhenQuiet);
+                // Decision 24's cost promise: a quiet spell ships at most once per half
+                // sync interval (a writer with pauses would otherwise cost a PUT per
+                // pause instead of about one per interval).
+                let spacing = self.params.sync_interval_ms / 2;
+                if let Some(at) = r.last_cut_at
+                    && self.now - at < spacing
+                {
+                    let since = self.now - at;
+                    self.fail(
+                        Inv::Bounds,
+                        format!(
+                            "shipped when quiet {since} ms after the previous file; quiet cuts are at least half a sync interval ({spacing} ms) apart"
+                        ),
+                    );
+                }
+            }
             Event::RemoteBehind { .. } => {
                 self.cov.hit(Cov::RemoteBehind);
             }

@@ -152,6 +152,7 @@ impl World {
             stopping: false,
             first_header: None,
             last_cut_max: list_max,
+            last_cut_at: None,
             failures_seen: Default::default(),
             unknown_seen: Default::default(),
             exists_seen: Default::default(),

@@ -142,6 +142,8 @@ pub struct Running {
     pub stopping: bool,
     pub first_header: Option<[u8; 32]>,
     pub last_cut_max: u64,
+    /// When this process last cut a file (not counting a level-9 snapshot at a stop).
+    pub last_cut_at: Option<u64>,
     pub failures_seen: BTreeMap<FileId, u32>,
     pub unknown_seen: BTreeSet<FileId>,
     pub exists_seen: BTreeSet<FileId>,

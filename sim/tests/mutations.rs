@@ -63,6 +63,8 @@ const ENGINE_TABLE: &[(Mutation, &[Inv], u64)] = &[
     (Mutation::EngineCheckAbsentAsStored, &[Inv::Durability], 2),
     (Mutation::EnginePersistNewestCut, &[Inv::Durability], 2),
     (Mutation::EngineSkipFrameChecksum, &[Inv::Restore], 10),
+    // Caught by I6's spacing check on quiet cuts (decision 24's cost bound).
+    (Mutation::EngineQuietShipUnspaced, &[Inv::Bounds], 1),
 ];
 
 fn first_catch(m: Mutation, within: u64) -> Option<(u64, Inv, String)> {

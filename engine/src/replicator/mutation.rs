@@ -52,6 +52,9 @@ pub enum Mutation {
     /// WAL frames are accepted whatever their checksum: a commit frame the application
     /// only half wrote before dying is taken as a commit.
     SkipFrameChecksum,
+    /// Shipping when the writer goes quiet ignores the half-interval spacing: a writer
+    /// with short pauses costs a file (a PUT) per pause (decision 24's bound dropped).
+    QuietShipUnspaced,
 }
 
 #[cfg(feature = "mutations")]
@@ -72,6 +75,7 @@ impl Mutation {
         Mutation::CheckAbsentAsStored,
         Mutation::PersistNewestCut,
         Mutation::SkipFrameChecksum,
+        Mutation::QuietShipUnspaced,
     ];
 
     pub fn name(self) -> &'static str {
@@ -91,6 +95,7 @@ impl Mutation {
             Mutation::CheckAbsentAsStored => "check-absent-as-stored",
             Mutation::PersistNewestCut => "persist-newest-cut",
             Mutation::SkipFrameChecksum => "skip-frame-checksum",
+            Mutation::QuietShipUnspaced => "quiet-ship-unspaced",
         }
     }
 }

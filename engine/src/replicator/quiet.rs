@@ -49,6 +49,15 @@ impl Replicator {
         q > 0 && q.saturating_mul(2) <= self.cfg.sync_interval_ms
     }
 
+    /// How long after a file a quiet spell may ship the next one: half an interval, so
+    /// a writer with pauses costs about one file per interval, not one per pause.
+    fn quiet_spacing_ms(&self) -> u64 {
+        if self.mutated(M::QuietShipUnspaced) {
+            return 0;
+        }
+        self.cfg.sync_interval_ms / 2
+    }
+
     fn may_look(&self) -> bool {
         self.phase == Phase::Streaming && !self.shutdown && self.reading.is_none()
     }
@@ -99,7 +108,7 @@ impl Replicator {
                     // cut: stop looking until a read finds commits again.
                     return;
                 }
-                let spaced_at = self.quiet.last_cut_ms + self.cfg.sync_interval_ms / 2;
+                let spaced_at = self.quiet.last_cut_ms + self.quiet_spacing_ms();
                 if now < spaced_at {
                     // Nothing new to read, and too soon after the last file to cut.
                     self.quiet.next_look = Some(spaced_at);
@@ -128,7 +137,7 @@ impl Replicator {
         let q = self.cfg.quiet_ship_ms;
         let now = self.now.mono_ms;
         let at = (self.quiet.last_growth_ms + q)
-            .max(self.quiet.last_cut_ms + self.cfg.sync_interval_ms / 2)
+            .max(self.quiet.last_cut_ms + self.quiet_spacing_ms())
             .max(now + (q / 8).max(1));
         match self.next_tick {
             Some(tick) if at.saturating_add(q / 4) >= tick => None,
@@ -157,7 +166,7 @@ impl Replicator {
         }
         let now = self.now.mono_ms;
         let quiet = quiet_len == Some(self.quiet.read_len);
-        let spaced = now.saturating_sub(self.quiet.last_cut_ms) >= self.cfg.sync_interval_ms / 2;
+        let spaced = now.saturating_sub(self.quiet.last_cut_ms) >= self.quiet_spacing_ms();
         if quiet && spaced && !self.follow.batch.is_empty() {
             self.emit(Event::ShippedWhenQuiet {
                 quiet_ms: now.saturating_sub(self.quiet.last_growth_ms),
