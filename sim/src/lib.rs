@@ -47,6 +47,7 @@ pub mod restore;
 pub mod rng;
 pub mod shell;
 mod shell_checkpoint;
+mod shell_events;
 pub mod shrink;
 mod startup;
 pub mod store;

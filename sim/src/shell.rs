@@ -5,14 +5,14 @@
 //! staging copy that retries reuse, PUT with If-None-Match, checks that compare the
 //! stored bytes, persisted positions; the checkpoint steps are in shell_checkpoint.rs.
 //! Between two commands, and between the steps of a checkpoint, the application may
-//! run and the process may be killed.
+//! run and the process may be killed. The engine's events are checked in shell_events.rs.
 //!
 //! Mutations (mutation.rs) break this contract on purpose; each is marked here.
 
 use std::sync::Arc;
 
-use walvault_engine::keys::{FileId, SNAPSHOT_LEVEL};
-use walvault_engine::replicator::{Command, Event, Input, SnapshotReason, UploadResult};
+use walvault_engine::keys::FileId;
+use walvault_engine::replicator::{Command, Input, UploadResult};
 use walvault_engine::spec::{self, FileSpec};
 
 use crate::checker::key_of;
@@ -158,42 +158,7 @@ impl World {
     fn execute(&mut self, cmd: Command) {
         match cmd {
             Command::ReadWal { offset, max_len } => self.exec_read_wal(offset, max_len),
-            Command::StatWal => {
-                let now = self.now();
-                let (len, stamp, idle_ms) = match self.wal.get() {
-                    None => (0, 0, 0),
-                    Some(f) => {
-                        let writes = f.stamp();
-                        let s = wal_stat::stat(
-                            &self.params.stat_clock,
-                            now.mono_ms,
-                            f.modified_ms(),
-                            writes,
-                        );
-                        if s.future {
-                            self.cov.hit(Cov::StatFuture);
-                        }
-                        if let Some((w, st)) = self.last_wal_stat
-                            && w != writes
-                            && st == s.stamp
-                        {
-                            self.cov.hit(Cov::StatMissedWrite);
-                        }
-                        self.last_wal_stat = Some((writes, s.stamp));
-                        (f.len(), s.stamp, s.idle_ms)
-                    }
-                };
-                if let Proc::Running(r) = &mut self.proc {
-                    r.engine.handle(
-                        now,
-                        Input::WalStat {
-                            len,
-                            stamp,
-                            idle_ms,
-                        },
-                    );
-                }
-            }
+            Command::StatWal => self.exec_stat_wal(),
             Command::Upload {
                 file,
                 spec,
@@ -248,6 +213,45 @@ impl World {
     }
 
     /// The task ends with an error (production: the process exits; it is restarted).
+    /// A look: the WAL's length, stamp and idle time as production's `stat_wal` reports
+    /// them (wal_stat.rs: exact, or under the seed's stat clock).
+    fn exec_stat_wal(&mut self) {
+        let now = self.now();
+        let (len, stamp, idle_ms) = match self.wal.get() {
+            None => (0, 0, 0),
+            Some(f) => {
+                let writes = f.stamp();
+                let s = wal_stat::stat(
+                    &self.params.stat_clock,
+                    now.mono_ms,
+                    f.modified_ms(),
+                    writes,
+                );
+                if s.future {
+                    self.cov.hit(Cov::StatFuture);
+                }
+                if let Some((w, st)) = self.last_wal_stat
+                    && w != writes
+                    && st == s.stamp
+                {
+                    self.cov.hit(Cov::StatMissedWrite);
+                }
+                self.last_wal_stat = Some((writes, s.stamp));
+                (f.len(), s.stamp, s.idle_ms)
+            }
+        };
+        if let Proc::Running(r) = &mut self.proc {
+            r.engine.handle(
+                now,
+                Input::WalStat {
+                    len,
+                    stamp,
+                    idle_ms,
+                },
+            );
+        }
+    }
+
     pub(crate) fn fatal(&mut self, why: String) {
         self.trace
             .record(self.now, "exit", &[], why.as_bytes(), || {
@@ -625,87 +629,5 @@ impl World {
             _ => WriteFault::None,
         };
         self.disk.save(encode(&pos), fault);
-    }
-
-    fn on_event(&mut self, e: Event) {
-        let Proc::Running(r) = &mut self.proc else {
-            return;
-        };
-        match e {
-            Event::Durable { .. } => {
-                let pos = r.engine.durable();
-                if let Err(v) = self.checker.on_durable(pos, &self.oracle, self.now) {
-                    self.set_violation(v);
-                }
-            }
-            Event::FileCut { file, .. } => {
-                self.files_cut += 1;
-                if self.after_deadline {
-                    self.idle_cuts += 1;
-                }
-                if file.level != SNAPSHOT_LEVEL {
-                    // Contiguous (a file may span TXIDs the engine skipped, or re-cover
-                    // dropped ones with a full file), and never ending on a used TXID.
-                    let last = r.last_cut_max;
-                    if file.min_txid > last + 1 || file.max_txid <= last {
-                        self.fail(
-                            Inv::Chain,
-                            format!(
-                                "{file} cut after TXID {last}: a TXID is {}",
-                                if file.min_txid > last + 1 {
-                                    "skipped (a gap in the chain)"
-                                } else {
-                                    "reused"
-                                }
-                            ),
-                        );
-                        return;
-                    }
-                    r.last_cut_max = file.max_txid;
-                    r.last_cut_at = Some(self.now);
-                }
-            }
-            Event::SnapshotStarted { reason, pages, .. } => {
-                let bytes = u64::from(pages) * u64::from(self.params.page_size);
-                if let Some(pinned) = r.release.decisions.on_whole_file(bytes) {
-                    self.cov.hit(Cov::IdleWokeToSnapshot);
-                    if pinned {
-                        self.cov.hit(Cov::IdlePinned);
-                    }
-                }
-                match reason {
-                    SnapshotReason::NoResumePoint => self.cov.hit(Cov::SnapshotNoResume),
-                    SnapshotReason::WalReset => self.cov.hit(Cov::WalResetDetected),
-                    _ => {}
-                }
-            }
-            Event::Resumed { .. } => self.cov.hit(Cov::Resumed),
-            Event::ShippedWhenQuiet { .. } => {
-                self.cov.hit(Cov::ShippedWhenQuiet);
-                // Decision 24's cost promise: a quiet spell ships at most once per half
-                // sync interval (a writer with pauses would otherwise cost a PUT per
-                // pause instead of about one per interval).
-                let spacing = self.params.sync_interval_ms / 2;
-                if let Some(at) = r.last_cut_at
-                    && self.now - at < spacing
-                {
-                    let since = self.now - at;
-                    self.fail(
-                        Inv::Bounds,
-                        format!(
-                            "shipped when quiet {since} ms after the previous file; quiet cuts are at least half a sync interval ({spacing} ms) apart"
-                        ),
-                    );
-                }
-            }
-            Event::RemoteBehind { .. } => {
-                self.cov.hit(Cov::RemoteBehind);
-            }
-            Event::TxidsFenced { .. } => self.cov.hit(Cov::TxidsFenced),
-            Event::WalChanged {
-                continues: true, ..
-            } => self.cov.hit(Cov::CheckpointRestartContinued),
-            _ => {}
-        }
     }
 }
